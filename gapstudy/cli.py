@@ -1,0 +1,114 @@
+"""The face of gapstudy: `gapstudy run | list | bench`. The only module that knows about the command line.
+
+`gapstudy run KEY=VALUE ...` hands its arguments to hydra (override syntax, `-m` multirun, `--cfg job`), so a
+sweep is `gapstudy run -m algo=dpo,ipo sync_every=1,inf`. Bad settings end with one line on stderr and status 2.
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: gapstudy COMMAND [ARGS]
+
+commands:
+  run KEY=VALUE ...   one training run (hydra overrides; -m for a multirun sweep)
+  list                the worlds, algorithms, regimes and data sources
+  bench [KEY=VALUE]   time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens)
+"""
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _fail(message: str) -> None:
+    print(f"gapstudy: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _guarded(fn):
+    """Known user errors become one line and exit 2; anything else is a real bug and keeps its traceback."""
+    from gapstudy.config import ConfigError
+    from gapstudy.sources import DataError, RewardError
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DataError, RewardError, FileNotFoundError) as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+def cmd_run(argv: list[str]) -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from gapstudy.config import CONFIG_DIR
+    from gapstudy.runs import execute, prepare
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
+    @_guarded
+    def _task(cfg) -> None:
+        overrides = list(HydraConfig.get().overrides.task)
+        cfg, run_dir = prepare(overrides, cfg)
+        final = execute(cfg, run_dir)
+        print(f"{run_dir}")
+        keys = ("eval/gold_reward", "eval/win_rate", "eval/kl", "eval/accuracy")
+        print("  " + "  ".join(f"{k.split('/')[1]}={final[k]:.3f}" for k in keys if k in final))
+
+    sys.argv = ["gapstudy run", *argv]
+    _task()
+
+
+def cmd_list(argv: list[str]) -> None:
+    from gapstudy.algorithms import ALGORITHMS
+    from gapstudy.sources import SOURCES
+    from gapstudy.worlds import WORLDS
+
+    print("worlds (world=...):")
+    for name, (_, desc) in WORLDS.items():
+        print(f"  {name:<12} {desc}")
+    print("algorithms (algo=...):")
+    for name, a in ALGORITHMS.items():
+        print(f"  {name:<12} [{a.kind}] {a.description}")
+    print("regimes (sync_every=...):")
+    print(f"  {'1':<12} online: the sampler is the current policy at every step")
+    print(f"  {'k':<12} semi-online: the sampler's weights are synced from the policy every k steps")
+    print(f"  {'inf':<12} offline: the sampler stays the initial policy (fresh samples from it every step)")
+    print("data sources (data=...):")
+    for name, (_, desc) in SOURCES.items():
+        print(f"  {name:<12} {desc}")
+    print("labellers (labeller=...): gold (the world's gold reward) | proxy (a Bradley-Terry RM trained on gold-labelled reference pairs)")
+
+
+def cmd_bench(argv: list[str]) -> None:
+    from gapstudy.bench import bench
+
+    bench(argv)
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
+    _quiet_libraries()
+    _guarded(COMMANDS[command])(rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Configs: hydra composition of configs/, validation with short errors, and run names built from the overrides.
+
+The defaults live in configs/ (one file per group option); everything here is about turning a list of overrides
+into a checked config and a folder name that differs for every choice that varies.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+# run-name exclusions: settings that change where or how a run is written, not what it computes
+NOT_IN_NAME = ("paths.", "logger", "progress", "threads", "device", "save_", "checkpoint_every", "suite", "arm",
+               "seed", "hydra", "profile", "jobs", "seeds")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the CLI prints the message alone and exits with status 2."""
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The config `gapstudy run OVERRIDES...` would see (without validation)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return hydra_compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(str(e).split("\nConfig search path")[0].strip()) from None
+
+
+def _period(value, key: str, allow_inf: bool = True) -> float:
+    """sync_every-style settings: a positive int, or inf."""
+    if isinstance(value, str) and value.lower() in ("inf", "infinity", "never"):
+        return math.inf
+    if isinstance(value, float) and math.isinf(value) and value > 0 and allow_inf:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid; valid: a positive integer" + (" or inf" if allow_inf else ""))
+    return int(value)
+
+
+def _choice(value, key: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is invalid; valid choices: {', '.join(map(str, choices))}")
+
+
+def _positive_int(cfg, key: str, minimum: int = 1) -> None:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is invalid; valid: an integer >= {minimum}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check every setting the loop relies on; return the config with periods normalised (inf as float)."""
+    from gapstudy.algorithms import ALGORITHMS
+    from gapstudy.sources import SOURCES
+    from gapstudy.worlds import WORLDS
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required setting(s): {', '.join(missing)} (give them as KEY=VALUE)")
+    _choice(cfg.world.name, "world", list(WORLDS))
+    _choice(cfg.algo.name, "algo", list(ALGORITHMS))
+    _choice(cfg.data.name, "data", list(SOURCES))
+    _choice(cfg.labeller, "labeller", ["gold", "proxy"])
+    _choice(cfg.logger.name, "logger", ["jsonl", "wandb"])
+    _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
+    _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
+    _choice(cfg.algo.get("logp_reduction", "sum"), "algo.logp_reduction", ["sum", "mean"])
+    if cfg.algo.name == "ipo":
+        _choice(cfg.algo.form, "algo.form", ["tang", "azar"])
+    _choice(cfg.replay.order, "replay.order", ["original", "shuffled"])
+    window = cfg.replay.shuffle_window
+    if window != "all":
+        _period(window, "replay.shuffle_window", allow_inf=False)
+    for key in ("batch_size", "reuse", "algo.samples_per_prompt", "threads", "eval.prompts"):
+        _positive_int(cfg, key)
+    _positive_int(cfg, "algo.samples_per_prompt", minimum=2 if ALGORITHMS[cfg.algo.name].kind == "pairs" else 1)
+    for key in ("steps", "eval.every", "checkpoint_every"):
+        _positive_int(cfg, key, minimum=0)
+    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
+        raise ConfigError(f"lr={cfg.lr!r} is invalid; valid: a positive number")
+    if cfg.temperature <= 0:
+        raise ConfigError(f"temperature={cfg.temperature!r} is invalid; valid: a positive number")
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.sync_every = _period(cfg.sync_every, "sync_every")
+        cfg.ref_sync_every = _period(cfg.ref_sync_every, "ref_sync_every")
+    for key in ("data.path", "init_from", "eval.baseline"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"{key}={value!r} does not exist")
+    return cfg
+
+
+def open_dict(cfg):
+    from omegaconf import open_dict as _open
+
+    return _open(cfg)
+
+
+def _name_value(value: str) -> str:
+    if "/" in value or len(value) > 32:  # paths and long values: last component plus a short hash
+        digest = hashlib.sha256(value.encode()).hexdigest()[:6]
+        return f"{Path(value).name[:24]}-{digest}"
+    return value.replace(",", "+").replace(" ", "")
+
+
+def run_name(overrides: list[str] | tuple[str, ...], seed: int) -> str:
+    """cleanrl-style: every varying choice, sorted by key, then the seed; two arms never share a folder."""
+    parts = []
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if any(key == p.rstrip(".") or key.startswith(p) for p in NOT_IN_NAME):
+            continue
+        parts.append((key, _name_value(value)))
+    body = "__".join(f"{k}={v}" for k, v in sorted(parts)) or "defaults"
+    return f"{body}__seed={seed}"

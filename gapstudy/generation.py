@@ -1,0 +1,111 @@
+"""The generator: the sampler's own copy of the policy weights, synced from the trained policy every s steps.
+
+`Generator` is the interface every backend implements (`generate`, `sync_weights`, `version`); `HFGenerator` is
+the CPU/CUDA backend over a transformers causal LM. For gapstudy's lean TinyGPT it uses the model's KV-cached
+`sample`; for any other architecture it calls transformers' `generate` (with its KV cache) and scores the tokens.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class Samples:
+    prompts: torch.Tensor  # [N, P] the prompt of each response, left-padded (each prompt repeated n times)
+    prompt_mask: torch.Tensor | None  # [N, P] 1 = real token; None when no prompt is padded
+    responses: torch.Tensor  # [N, L] right-padded with pad_token_id after the EOS
+    response_mask: torch.Tensor  # [N, L] bool, True on response tokens (the EOS included)
+    logps: torch.Tensor  # [N, L] log-prob of each token under the sampling distribution (0 on padding)
+    version: int  # the optimizer step whose weights the sampler held
+
+
+class Generator(Protocol):
+    version: int
+
+    def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples: ...
+
+    def sync_weights(self, policy: torch.nn.Module, version: int) -> None: ...
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[N, P] left-padded ids and mask; the mask is None when all prompts have the same length."""
+    width = max(len(p) for p in prompts)
+    if all(len(p) == width for p in prompts):
+        return torch.tensor(prompts, dtype=torch.long, device=device), None
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class HFGenerator:
+    """Samples from its own copy of the weights; `sync_weights` copies the policy's parameters in place."""
+
+    def __init__(self, policy, max_new_tokens: int, temperature: float, eos_token_id, pad_token_id: int):
+        self.model = copy.deepcopy(policy).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.version = 0
+
+    @torch.no_grad()
+    def sync_weights(self, policy, version: int) -> None:
+        for mine, theirs in zip(self.model.parameters(), policy.parameters()):
+            mine.copy_(theirs)
+        self.version = version
+
+    def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:
+        return sample(self.model, prompts, prompt_mask, num_samples, rng, self.max_new_tokens, self.temperature,
+                      self.eos_token_id, self.pad_token_id, self.version)
+
+
+@torch.no_grad()
+def sample(model, prompts, prompt_mask, num_samples, rng, max_new_tokens, temperature, eos_token_id, pad_token_id,
+           version: int = 0) -> Samples:
+    """num_samples responses per prompt (rows grouped by prompt: prompt i owns rows i*n .. i*n+n-1)."""
+    if num_samples > 1:
+        prompts = prompts.repeat_interleave(num_samples, 0)
+        prompt_mask = None if prompt_mask is None else prompt_mask.repeat_interleave(num_samples, 0)
+    if hasattr(model, "sample"):
+        tokens, logps, mask = model.sample(prompts, prompt_mask, max_new_tokens, temperature, eos_token_id,
+                                           pad_token_id, generator=rng)
+    else:
+        tokens, logps, mask = _hf_generate(model, prompts, prompt_mask, rng, max_new_tokens, temperature,
+                                           eos_token_id, pad_token_id)
+    return Samples(prompts, prompt_mask, tokens, mask, logps, version)
+
+
+def _hf_generate(model, prompts, prompt_mask, rng, max_new_tokens, temperature, eos_token_id, pad_token_id):
+    """transformers' generate (KV-cached), then one forward pass for the sampling log-probs."""
+    from gapstudy.logprobs import token_logps
+
+    attention = torch.ones_like(prompts) if prompt_mask is None else prompt_mask
+    # generate draws from the global RNG: seed it from the run's generator so runs stay reproducible
+    seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+    devices = [prompts.device] if prompts.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=prompts, attention_mask=attention, do_sample=True, temperature=temperature, top_k=0,
+            top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id, use_cache=True,
+        )
+    tokens = out[:, prompts.shape[1]:]
+    if tokens.shape[1] < max_new_tokens:
+        tokens = torch.nn.functional.pad(tokens, (0, max_new_tokens - tokens.shape[1]), value=pad_token_id)
+    from gapstudy.model import response_mask
+
+    mask = response_mask(tokens, eos_token_id) if eos_token_id is not None else torch.ones_like(tokens, dtype=torch.bool)
+    tokens = tokens.masked_fill(~mask, pad_token_id)
+    logps = token_logps(model, prompts, prompt_mask, tokens, mask, temperature=temperature)
+    return tokens, logps, mask

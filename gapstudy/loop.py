@@ -1,0 +1,209 @@
+"""train(): the one loop every regime runs through — the scientific control of the whole project.
+
+The regime lives in two places only: when the sampler syncs to the policy (`sync_every`) and where batches come
+from (`data`: the on-policy stream, a fixed dataset, or a replayed pair log). Nothing else here knows whether a
+run is online or offline.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from gapstudy.algorithms import ALGORITHMS, stats_to_metrics
+from gapstudy.evaluation import Evaluator
+from gapstudy.generation import HFGenerator
+from gapstudy.logprobs import token_logps
+from gapstudy.metrics import JsonlLogger, WandbLogger, truncate_metrics
+from gapstudy.rewards import make_labeller
+from gapstudy.sources import SOURCES, PairLogWriter, collate
+from gapstudy.worlds import build_world
+
+
+def due(step: int, every) -> bool:
+    """True every `every` steps; never for inf or 0."""
+    return not (every == 0 or math.isinf(every)) and step % int(every) == 0
+
+
+def load_policy(path, device):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).to(device)
+
+
+def frozen(model):
+    model = copy.deepcopy(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def make_optimizer(cfg, policy):
+    params = [p for p in policy.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def make_logger(cfg, run_dir: Path):
+    if cfg.logger.name == "wandb":
+        return WandbLogger(run_dir, cfg.get("run_name") or run_dir.name,
+                           OmegaConf.to_container(cfg, resolve=True), cfg.logger.project, cfg.logger.mode)
+    return JsonlLogger(run_dir)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is visible")
+    return torch.device(name)
+
+
+def train(cfg, run_dir: Path) -> dict:
+    """Run (or resume) one training run into run_dir; returns the final evaluation metrics."""
+    run_dir = Path(run_dir)
+    torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(cfg.device)
+    results = Path(cfg.paths.results)
+
+    #### SET-UP: everything that can reject the config runs before anything is written to run_dir ####
+    world = build_world(cfg, results)
+    algorithm = ALGORITHMS[cfg.algo.name]
+    policy = load_policy(cfg.init_from or world.policy_path, device)
+    anchor = frozen(policy)  # pi_init: the KL anchor of evaluation and, unless it syncs, the reference
+    reference = anchor if math.isinf(cfg.ref_sync_every) else frozen(policy)
+    baseline = anchor if cfg.eval.baseline is None else frozen(load_policy(cfg.eval.baseline, device))
+    labeller, proxy = make_labeller(cfg, world, results, device)
+    source = SOURCES[cfg.data.name][0](cfg, world, labeller, algorithm.kind, int(cfg.seed))
+    sampler = HFGenerator(policy, world.max_new_tokens, cfg.temperature, world.eos_token_id,
+                          world.pad_token_id) if source.needs_sampler else None
+    steps = int(cfg.steps) if sampler is not None or cfg.data.name == "dataset" else min(int(cfg.steps), len(source))
+    evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
+    optimizer = make_optimizer(cfg, policy)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    pair_log = PairLogWriter(run_dir, bool(cfg.save_pair_log))
+    counters = {"samples": 0, "updates": 0, "seconds": 0.0}
+    start = 0
+    state_path = run_dir / "state.pt"
+    if state_path.exists():  # resume where the last checkpoint left off
+        state = torch.load(state_path, weights_only=False)
+        start, counters = state["step"], state["counters"]
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        source.load_state_dict(state["source"])
+        if sampler is not None:
+            sampler.model.load_state_dict(state["sampler"])
+            sampler.version = state["sampler_version"]
+        if reference is not anchor:
+            reference.load_state_dict(state["reference"])
+        pair_log.drop_after(start)
+        truncate_metrics(run_dir / "metrics.jsonl", start - 1)
+    elif (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()  # a run that died before its first checkpoint starts over
+        pair_log.drop_after(0)
+    logger = make_logger(cfg, run_dir)
+    bar = _progress(cfg, start, steps)
+    last_eval: dict = {}
+    batch = reference_logps = None
+
+    for step in range(start, steps):
+        #### BEGIN EVALUATION ####
+        if step == 0 or due(step, cfg.eval.every):
+            last_eval = evaluator(policy, step)
+            logger.log(last_eval, step)
+        #### END EVALUATION ####
+        tic = time.perf_counter()
+        policy.train()
+
+        #### DATA: the regime ####
+        if sampler is not None and due(step, cfg.sync_every):
+            sampler.sync_weights(policy, version=step)  # 1 = online, k = semi-online, inf = never (offline)
+        if step > 0 and due(step, cfg.ref_sync_every):
+            reference.load_state_dict(policy.state_dict())
+        if step % int(cfg.reuse) == 0:  # a fresh batch, then `reuse` gradient steps on it
+            rows, info = source.rows(step, sampler)
+            pair_log.write(rows)
+            counters["samples"] += info["samples"]
+            batch = collate(rows, world.pad_token_id).to(device) if rows else None
+            reference_logps = None
+            if batch is not None and algorithm.needs_reference:
+                with torch.no_grad():
+                    reference_logps = token_logps(reference, batch.prompts, batch.prompt_mask, batch.responses,
+                                                  batch.response_mask)
+        if batch is None:  # every prompt was a tie: nothing to learn from this step
+            logger.log({"train/examples": 0, "train/skipped": info["skipped"]}, step)
+            continue
+
+        #### LOSS AND UPDATE ####
+        policy_logps = token_logps(policy, batch.prompts, batch.prompt_mask, batch.responses, batch.response_mask)
+        loss, stats = algorithm.objective(batch, policy_logps, reference_logps, cfg.algo)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = float("inf") if cfg.grad_clip is None else float(cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)
+        optimizer.step()
+        counters["updates"] += 1
+        counters["seconds"] += time.perf_counter() - tic
+
+        #### LOG ####
+        known = batch.sampler_version >= 0
+        metrics = {
+            "train/loss": float(loss), "train/grad_norm": float(grad_norm),
+            "train/examples": batch.n_pairs or int(batch.group.max()) + 1, "train/skipped": info["skipped"],
+            "train/reward": float(batch.rewards.nanmean()) if not batch.rewards.isnan().all() else math.nan,
+            "gen/length": float(batch.response_mask.sum(-1).float().mean()),
+            "counters/samples": counters["samples"], "counters/updates": counters["updates"],
+            "time/seconds": counters["seconds"], **stats_to_metrics(stats),
+        }
+        if known.any():
+            metrics["gen/staleness"] = float((step - batch.sampler_version[known]).float().mean())
+        logger.log(metrics, step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
+                        kl=f"{last_eval.get('eval/kl', math.nan):.2f}", refresh=False)
+        if cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
+            pair_log.flush()
+            _save_state(state_path, step + 1, counters, policy, optimizer, source, sampler, reference, anchor)
+
+    #### FINAL EVALUATION AND ARTIFACTS ####
+    final = evaluator(policy, steps)
+    logger.log(final, steps)
+    pair_log.flush()
+    if cfg.save_checkpoint:
+        policy.save_pretrained(run_dir / "checkpoint")
+        world.tokenizer.save_pretrained(run_dir / "checkpoint")
+    (run_dir / "final.json").write_text(json.dumps({"step": steps, **final}, indent=1))
+    state_path.unlink(missing_ok=True)
+    logger.close()
+    bar.close()
+    return final
+
+
+def _save_state(path, step, counters, policy, optimizer, source, sampler, reference, anchor) -> None:
+    state = {"step": step, "counters": dict(counters), "policy": policy.state_dict(),
+             "optimizer": optimizer.state_dict(), "source": source.state_dict()}
+    if sampler is not None:
+        state["sampler"] = sampler.model.state_dict()
+        state["sampler_version"] = sampler.version
+    if reference is not anchor:
+        state["reference"] = reference.state_dict()
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _progress(cfg, start: int, steps: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, initial=start, disable=not cfg.progress, desc=cfg.get("run_name") or "train",
+                dynamic_ncols=True, leave=False)

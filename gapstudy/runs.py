@@ -1,0 +1,47 @@
+"""Run directories: where a run lives, what marks it complete, and the one entry point `run(overrides)`.
+
+<results root>/[<suite>/]<run name>/ holds config.yaml (resolved, with run_name and overrides), metrics.jsonl,
+pairs/ (the pair log), checkpoint/ (final policy, save_pretrained), final.json (written last: the run is complete)
+and, while a run is in progress, state.pt (resumable state).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from gapstudy.config import compose, run_name, validate
+
+
+def run_dir_for(cfg: DictConfig, name: str) -> Path:
+    root = Path(cfg.paths.results)
+    return root / cfg.suite / name if cfg.get("suite") else root / name
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (Path(run_dir) / "final.json").exists()
+
+
+def prepare(overrides: list[str] | tuple[str, ...], cfg: DictConfig | None = None) -> tuple[DictConfig, Path]:
+    """Compose (unless given) and validate the config, name the run; nothing is written."""
+    cfg = validate(compose(overrides) if cfg is None else cfg)
+    name = run_name(overrides, cfg.seed)
+    with open_dict(cfg):
+        cfg.run_name = name
+        cfg.overrides = list(overrides)
+    return cfg, run_dir_for(cfg, name)
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train unless final.json already exists (then return it): re-running a finished run is free."""
+    from gapstudy.loop import train
+
+    if is_complete(run_dir):
+        return json.loads((Path(run_dir) / "final.json").read_text())
+    return train(cfg, run_dir)
+
+
+def run(overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, dict]:
+    cfg, run_dir = prepare(overrides)
+    return run_dir, execute(cfg, run_dir)

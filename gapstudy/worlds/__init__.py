@@ -1,0 +1,118 @@
+"""Worlds: where a run's prompts, initial policy and gold rewards come from (the first stage of the flow).
+
+A world builds (once, cached under the results root by a hash of its config) a tokenizer and an initial policy
+saved with `save_pretrained`; the loop loads them back by path with the Auto classes, exactly as it would load a
+hub model. Add a world by writing a module with a `build(cfg, cache_dir) -> World` and listing it in `WORLDS`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock
+
+# world name -> (module, one-line description); modules are imported lazily
+WORLDS: dict[str, tuple[str, str]] = {
+    "token_bandit": ("gapstudy.worlds.token_bandit", "Tajwar et al.'s GPT-nano token bandit: 1-token prompts, 9-token responses, gold rewards R1/R2"),
+    "synth_lm": ("gapstudy.worlds.synth_lm", "a tiny GPT pretrained in-process on math (verifiable) and chat (gold RM) prompts"),
+}
+
+
+@dataclass
+class World:
+    name: str
+    policy_path: Path  # save_pretrained directory of the initial (SFT) policy and its tokenizer
+    tokenizer: object  # a transformers tokenizer (decode, pad/eos ids)
+    train_prompts: list[list[int]]  # token ids, one list per prompt
+    train_tasks: list[str]  # the prompt family of each training prompt
+    eval_prompts: list[list[int]]  # held-out prompts for evaluation
+    eval_tasks: list[str]
+    max_new_tokens: int  # response length limit
+    eos_token_id: int | None  # None: responses always run to max_new_tokens
+    pad_token_id: int
+    # gold(prompts [N, P] left-padded, prompt_mask [N, P] | None, responses [N, L], response_mask [N, L] bool,
+    #      tasks list[N] of str) -> rewards [N] float: the labeller signature
+    gold: Callable[..., torch.Tensor]
+    binary_tasks: frozenset = field(default_factory=frozenset)  # tasks whose gold reward is a 0/1 verifier
+    tasks: tuple[str, ...] = ("default",)
+
+
+def build_world(cfg, cache_root: Path) -> World:
+    name = cfg.world.name
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}; valid choices: {', '.join(WORLDS)}")
+    import importlib
+
+    module = importlib.import_module(WORLDS[name][0])
+    return module.build(cfg, Path(cache_root))
+
+
+def cached_artifact(cache_root: Path, kind: str, spec: dict, build: Callable[[Path], None]) -> Path:
+    """Build `build(tmp_dir)` once per (kind, spec) under cache_root and return the finished directory.
+
+    The key is a hash of the spec, so changing any setting rebuilds; parallel runs wait on a file lock and reuse
+    the first one's result; a crash mid-build leaves no half-written directory behind (build, then rename).
+    """
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    target = Path(cache_root) / ".cache" / f"{kind}-{key}"
+    if (target / "DONE").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "DONE").exists():
+            return target
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        build(tmp)
+        (tmp / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True, default=str))
+        (tmp / "DONE").write_text("")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def word_level_tokenizer(words: list[str], specials: list[str], directory: Path | None = None):
+    """A real transformers tokenizer over a fixed word list (ids follow `words`, then `specials`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(list(words) + list(specials))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>" if "<unk>" in vocab else None))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    kwargs = {s.strip("<>") + "_token": s for s in specials if s.strip("<>") in ("pad", "eos", "bos", "unk", "sep")}
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+    if directory is not None:
+        tok.save_pretrained(directory)
+    return tok
+
+
+def pretrain(model, batches: Callable[[int], tuple], steps: int, lr: float, seed: int) -> list[float]:
+    """Plain supervised warm start: batches(i) -> (input_ids, attention_mask or None, soft or hard targets, mask)."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * max(0.05, 1 - i / steps))
+    losses = []
+    model.train()
+    for i in range(steps):
+        input_ids, attention_mask, targets, loss_mask = batches(i)
+        logits = model(input_ids, attention_mask=attention_mask).logits[:, :-1]
+        if targets.dtype.is_floating_point:  # soft targets [B, T-1, V]
+            per_token = -(targets * torch.log_softmax(logits, -1)).sum(-1)
+        else:
+            per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        loss = (per_token * loss_mask).sum() / loss_mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    model.eval()
+    return losses
