@@ -51,8 +51,10 @@ def cmd_run(argv: list[str]) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from gapstudy.config import CONFIG_DIR
+    from gapstudy.config import CONFIG_DIR, check_group_overrides
     from gapstudy.runs import execute, prepare
+
+    check_group_overrides([a for a in argv if not a.startswith("-")])
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
     @_guarded

@@ -6,6 +6,7 @@ into a checked config and a folder name that differs for every choice that varie
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_group_overrides(list(overrides))
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:
@@ -48,6 +50,21 @@ def _period(value, key: str, allow_inf: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
         raise ConfigError(f"{key}={value!r} is invalid; valid: a positive integer" + (" or inf" if allow_inf else ""))
     return int(value)
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the yaml files in configs/<group>/."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_group_overrides(overrides: list[str]) -> None:
+    """Name a bad group option before hydra does (hydra's message buries it under its search path)."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+")
+        if key in ("world", "algo", "data", "logger"):
+            for option in value.split(","):  # a multirun sweep lists several
+                _choice(option, key, group_options(key))
 
 
 def _choice(value, key: str, choices) -> None:
@@ -71,6 +88,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     if missing:
         raise ConfigError(f"missing required setting(s): {', '.join(missing)} (give them as KEY=VALUE)")
     _choice(cfg.world.name, "world", list(WORLDS))
+    world_module = importlib.import_module(WORLDS[cfg.world.name][0])
+    if hasattr(world_module, "validate"):
+        world_module.validate(cfg)  # world-specific settings (token_bandit's reward, synth_lm's task)
     _choice(cfg.algo.name, "algo", list(ALGORITHMS))
     _choice(cfg.data.name, "data", list(SOURCES))
     _choice(cfg.labeller, "labeller", ["gold", "proxy"])
@@ -114,16 +134,20 @@ def _name_value(value: str) -> str:
     if "/" in value or len(value) > 32:  # paths and long values: last component plus a short hash
         digest = hashlib.sha256(value.encode()).hexdigest()[:6]
         return f"{Path(value).name[:24]}-{digest}"
-    return value.replace(",", "+").replace(" ", "")
+    return value.replace(",", "+").replace(" ", "").replace("=", "-")
 
 
 def run_name(overrides: list[str] | tuple[str, ...], seed: int) -> str:
-    """cleanrl-style: every varying choice, sorted by key, then the seed; two arms never share a folder."""
+    """cleanrl-style: every varying choice, sorted by key, then the seed; two arms never share a folder.
+
+    Pairs are written key-value (keys never hold '-'), joined by '__': the name needs no quoting when it is
+    passed back as a path override (hydra's grammar reserves '=').
+    """
     parts = []
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
         if any(key == p.rstrip(".") or key.startswith(p) for p in NOT_IN_NAME):
             continue
         parts.append((key, _name_value(value)))
-    body = "__".join(f"{k}={v}" for k, v in sorted(parts)) or "defaults"
-    return f"{body}__seed={seed}"
+    body = "__".join(f"{k}-{v}" for k, v in sorted(parts)) or "defaults"
+    return f"{body}__seed-{seed}"

@@ -158,7 +158,7 @@ def train(cfg, run_dir: Path) -> dict:
         #### LOG ####
         known = batch.sampler_version >= 0
         metrics = {
-            "train/loss": float(loss), "train/grad_norm": float(grad_norm),
+            "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
             "train/examples": batch.n_pairs or int(batch.group.max()) + 1, "train/skipped": info["skipped"],
             "train/reward": float(batch.rewards.nanmean()) if not batch.rewards.isnan().all() else math.nan,
             "gen/length": float(batch.response_mask.sum(-1).float().mean()),
@@ -169,7 +169,7 @@ def train(cfg, run_dir: Path) -> dict:
             metrics["gen/staleness"] = float((step - batch.sampler_version[known]).float().mean())
         logger.log(metrics, step)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
+        bar.set_postfix(loss=f"{loss.item():.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
                         kl=f"{last_eval.get('eval/kl', math.nan):.2f}", refresh=False)
         if cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
             pair_log.flush()

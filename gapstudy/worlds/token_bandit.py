@@ -64,10 +64,16 @@ def _build_policy(w, directory: Path) -> None:
     np.save(directory / "histogram.npy", hist)
 
 
+def validate(cfg) -> None:
+    from gapstudy.config import ConfigError
+
+    if cfg.reward not in REWARD_CENTRES:
+        raise ConfigError(f"reward={cfg.reward!r} is invalid for world token_bandit; valid choices: {', '.join(REWARD_CENTRES)}")
+
+
 def build(cfg, cache_root: Path) -> World:
     w = cfg.world
-    if cfg.reward not in REWARD_CENTRES:
-        raise ValueError(f"unknown reward {cfg.reward!r} for world token_bandit; valid choices: {', '.join(REWARD_CENTRES)}")
+    validate(cfg)
     spec = {k: w[k] for k in ("vocab", "response_tokens", "histogram_draws", "cauchy_loc", "cauchy_scale",
                               "n_embd", "n_layer", "n_head", "pretrain_steps", "pretrain_lr", "build_seed")}
     path = cached_artifact(cache_root, "token_bandit", spec, lambda d: _build_policy(w, d))

@@ -1,0 +1,41 @@
+"""Shared fixtures: one results root per test session, so each tiny world is built (pretrained) once."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# small and fast: a briefly warm-started bandit reference, few evaluation prompts, no checkpoints
+FAST = ["world.pretrain_steps=60", "eval.prompts=32", "progress=false", "checkpoint_every=0",
+        "save_checkpoint=false"]
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    from gapstudy.cli import _quiet_libraries
+
+    _quiet_libraries()
+
+
+def train_run(results: Path, overrides: list[str], fast: list[str] = FAST):
+    """prepare + train one run under `results`; returns (run_dir, final metrics, metric records)."""
+    from gapstudy.loop import train
+    from gapstudy.runs import prepare
+
+    cfg, run_dir = prepare([f"paths.results={results}", *fast, *overrides])
+    final = train(cfg, run_dir)
+    return run_dir, final, read(run_dir)
+
+
+def read(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
+
+
+def series(records: list[dict], key: str) -> list:
+    return [r[key] for r in records if key in r]

@@ -1,0 +1,136 @@
+"""The command line: bad input ends with one line naming the bad value and the valid choices, status 2, and
+nothing already written is touched; every config group composes; list and multirun work."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, train_run
+from gapstudy import cli
+from gapstudy.config import CONFIG_DIR, ConfigError, compose, group_options, validate
+
+
+def snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    return exit_info.value.code, err
+
+
+@pytest.fixture(scope="module")
+def finished(results):
+    """A finished run whose files must survive every bad invocation below."""
+    run_dir, _, _ = train_run(results, ["steps=3", "eval.every=0", "save_checkpoint=true"])
+    return run_dir
+
+
+def bad_datasets(tmp: Path) -> dict:
+    (tmp / "empty.jsonl").write_text("")
+    (tmp / "nofield.jsonl").write_text(json.dumps({"prompt": [1], "chosen": [2] * 9}) + "\n")
+    (tmp / "notalog").mkdir(exist_ok=True)
+    return {"empty": tmp / "empty.jsonl", "nofield": tmp / "nofield.jsonl", "notalog": tmp / "notalog"}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["world=gridworld"], "world='gridworld' is invalid; valid choices: synth_lm, token_bandit"),
+    (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
+    (["data=stream"], "data='stream' is invalid; valid choices: dataset, policy, replay"),
+    (["logger=tensorboard"], "logger='tensorboard' is invalid; valid choices: jsonl, wandb"),
+    (["sync_every=0"], "sync_every=0 is invalid; valid: a positive integer or inf"),
+    (["sync_every=-2"], "sync_every=-2 is invalid"),
+    (["reward=R7"], "reward='R7' is invalid for world token_bandit; valid choices: R1, R2"),
+    (["replay.order=backwards"], "replay.order='backwards' is invalid; valid choices: original, shuffled"),
+    (["data=dataset"], "missing required setting(s): data.path"),
+    (["data=dataset", "data.path=DATA/empty"], "is empty"),
+    (["data=dataset", "data.path=DATA/nofield"], "lacks field(s) rejected"),
+    (["data=replay", "data.path=DATA/notalog"], "no pair log at"),
+    (["data=replay", "data.path=/nonexistent/run"], "data.path='/nonexistent/run' does not exist"),
+])
+def test_bad_input_stops_with_one_line_and_status_2(results, finished, tmp_path, capsys, args, needle):
+    paths = bad_datasets(tmp_path)
+    args = [a.replace("DATA/empty", str(paths["empty"])).replace("DATA/nofield", str(paths["nofield"]))
+            .replace("DATA/notalog", str(paths["notalog"])) for a in args]
+    before = snapshot(results)
+    code, err = run_cli(["run", f"paths.results={results}", *FAST, "steps=2", *args], capsys)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(results) == before
+
+
+def test_a_nan_reward_stops_the_run_and_keeps_earlier_metrics(results, capsys, monkeypatch):
+    import torch
+
+    from gapstudy import rewards
+
+    calls = {"n": 0}
+
+    def nan_after_three(world):
+        def label(prompts, prompt_mask, responses, response_mask, tasks):
+            calls["n"] += 1
+            r = world.gold(prompts, prompt_mask, responses, response_mask, tasks)
+            return r if calls["n"] <= 3 else torch.full_like(r, float("nan"))
+        return label
+
+    monkeypatch.setattr(rewards, "gold_labeller", nan_after_three)
+    code, err = run_cli(["run", f"paths.results={results / 'nan'}", *FAST, "steps=10", "eval.every=0"], capsys)
+    assert code == 2 and "the labeller returned nan at step 3" in err and "Traceback" not in err
+    (run_dir,) = (results / "nan").glob("*__seed-0")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 0, 1, 2]  # eval at 0, then steps 0-2, all whole
+    assert not (run_dir / "final.json").exists()
+
+
+def test_the_console_script_exits_2_without_a_traceback(results):
+    out = subprocess.run([sys.executable, "-m", "gapstudy.cli", "run", "sync_every=0", f"paths.results={results}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "gapstudy: error: sync_every=0 is invalid; valid: a positive integer or inf"
+
+
+def test_every_config_group_option_composes_and_validates(finished):
+    groups = {g: group_options(g) for g in ("world", "algo", "data", "logger")}
+    assert groups["world"] == ["synth_lm", "token_bandit"]
+    assert sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir()) == sorted(groups)
+    for group, options in groups.items():
+        for option in options:
+            extra = [f"data.path={finished}"] if group == "data" and option != "policy" else []
+            cfg = validate(compose([f"{group}={option}", *extra]))
+            key = "name" if group != "world" else "name"
+            assert cfg[group][key] == option
+    for sync in ("1", "7", "inf"):
+        assert str(validate(compose([f"sync_every={sync}"])).sync_every) == sync
+    with pytest.raises(ConfigError):
+        validate(compose(["algo.samples_per_prompt=1"]))  # a pair needs two responses
+
+
+def test_list_names_every_choice(capsys):
+    cli.main(["list"])
+    out = capsys.readouterr().out
+    for name in ["token_bandit", "synth_lm", "dpo", "ipo", "best_of_2", "grpo", "reinforce", "policy", "dataset",
+                 "replay", "inf", "semi-online", "proxy"]:
+        assert name in out
+
+
+def test_run_and_multirun_from_the_command_line(results, capsys):
+    root = results / "cli"
+    cli.main(["run", "-m", f"paths.results={root}", *FAST, "steps=2", "eval.every=0", "algo=dpo,ipo",
+              "sync_every=1,inf"])
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    fast = "eval.every-0__eval.prompts-32__steps-2"
+    assert names == [f"algo-{a}__{fast}__sync_every-{s}__world.pretrain_steps-60__seed-0"
+                     for a in ("dpo", "ipo") for s in ("1", "inf")]
+    for name in names:
+        assert (root / name / "final.json").exists() and (root / name / "config.yaml").exists()
+    # running a finished run again is free and prints its final metrics
+    cli.main(["run", f"paths.results={root}", *FAST, "steps=2", "eval.every=0", "algo=dpo", "sync_every=1"])
+    assert "win_rate=" in capsys.readouterr().out
