@@ -12,6 +12,7 @@ USAGE = """usage: gapstudy COMMAND [ARGS]
 commands:
   run KEY=VALUE ...   one training run (hydra overrides; -m for a multirun sweep)
   list                the worlds, algorithms, regimes and data sources
+  demo [KEY=VALUE]    online vs offline DPO on token_bandit R1: a table of final gold reward, win rate, KL
   bench [KEY=VALUE]   time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens)
 """
 
@@ -91,13 +92,36 @@ def cmd_list(argv: list[str]) -> None:
     print("labellers (labeller=...): gold (the world's gold reward) | proxy (a Bradley-Terry RM trained on gold-labelled reference pairs)")
 
 
+DEMO = ["world=token_bandit", "reward=R1", "algo=dpo"]
+
+
+def cmd_demo(argv: list[str]) -> None:
+    """The README's main job: the same loop twice, the sampler synced every step (online) or never (offline)."""
+    import time
+
+    from gapstudy.runs import run
+
+    rows = []
+    for label, sync in (("online", "1"), ("offline", "inf")):
+        tic = time.perf_counter()
+        run_dir, final = run([*DEMO, f"sync_every={sync}", *argv])
+        rows.append((label, sync, final, time.perf_counter() - tic, run_dir))
+    print(f"\n{'regime':<9}{'sync_every':>11}{'gold_reward':>13}{'win_rate':>10}{'kl':>9}{'seconds':>9}")
+    for label, sync, final, seconds, _ in rows:
+        print(f"{label:<9}{sync:>11}{final['eval/gold_reward']:>13.3f}{final['eval/win_rate']:>10.3f}"
+              f"{final['eval/kl']:>9.2f}{seconds:>9.1f}")
+    print("\nwin rate: against the reference (SFT) policy, judged by the gold reward; kl: KL(policy || reference), nats")
+    for *_, run_dir in rows:
+        print(f"  {run_dir}")
+
+
 def cmd_bench(argv: list[str]) -> None:
     from gapstudy.bench import bench
 
     bench(argv)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "demo": cmd_demo, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
