@@ -1,0 +1,115 @@
+"""analysis.scorecard: verdicts follow the data. Synthetic suites (analysis.synthetic) are built with the
+papers' effects (defaults), with the effects reversed (quality overrides), and with arms or seeds missing."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import scorecard
+from analysis.load import load_runs
+from analysis.scorecard import CLAIMS_BY_NUMBER, decide
+from analysis.style import SUITE_ARMS
+from analysis.synthetic import fake_suite
+
+SEEDS = (0, 1)
+
+
+def _frame(tmp_path, suite, seeds=SEEDS, **kwargs):
+    fake_suite(tmp_path, suite, seeds=seeds, steps=100, eval_every=10, train_every=5, **kwargs)
+    return load_runs(tmp_path, suite=suite)
+
+
+def _verdict(df, number):
+    return decide(CLAIMS_BY_NUMBER[number], df)
+
+
+@pytest.fixture(scope="module")
+def every_suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("all")
+    for suite in SUITE_ARMS:
+        fake_suite(root, suite, seeds=SEEDS, steps=100, eval_every=10, train_every=5)
+    return load_runs(root)
+
+
+def test_every_claim_of_every_suite_is_reproduced_on_data_with_the_papers_effects(every_suite):
+    table = scorecard.evaluate(every_suite)
+    assert table["number"].tolist() == list(range(1, 19))
+    decided = table[table["number"] != 18]
+    assert (decided["verdict"] == "reproduced").all(), decided[["number", "verdict", "explanation"]].to_string()
+    assert table.set_index("number").loc[18, "verdict"] == "not covered"
+
+
+def test_claim_1_online_beats_offline(every_suite):
+    d = _verdict(every_suite[every_suite["suite"] == "kl_budget"], 1)
+    assert d.verdict == "reproduced" and d.ci_low > 0 and d.value > 0
+    assert "online ahead at 100% of budgets" in d.explanation
+
+
+def test_claim_1_reversed_is_not_reproduced(tmp_path):
+    df = _frame(tmp_path, "kl_budget", quality={"online_ipo": 0.5, "offline_ipo": 1.0, "online_dpo": 0.5,
+                                                "offline_dpo": 1.0})
+    d = _verdict(df, 1)
+    assert d.verdict == "not reproduced" and d.ci_high < 0
+
+
+def test_claim_1_missing_offline_arm_or_single_seed_is_inconclusive(tmp_path):
+    df = _frame(tmp_path / "a", "kl_budget", drop_arms=("offline_ipo", "offline_dpo"))
+    d = _verdict(df, 1)
+    assert d.verdict == "inconclusive" and "offline_ipo" in d.explanation and math.isnan(d.value)
+    one_seed = _frame(tmp_path / "b", "kl_budget", seeds=(0,))
+    d = _verdict(one_seed, 1)
+    assert d.verdict == "inconclusive" and d.value > 0 and math.isnan(d.ci_low)
+
+
+def test_claim_1_uses_the_dpo_pair_when_the_ipo_pair_is_incomplete(tmp_path):
+    df = _frame(tmp_path, "kl_budget", drop_arms=("offline_ipo",))
+    d = _verdict(df, 1)
+    assert d.verdict == "reproduced" and d.explanation.startswith("online DPO vs offline DPO")
+
+
+@pytest.mark.parametrize("suite, number, quality", [
+    ("data_coverage", 3, {"replay_original": 0.7}),
+    ("data_coverage", 4, {"replay_shuffled": 1.4}),
+    ("shuffle_degree", 5, {"window_1": 0.6, "window_4": 0.7, "window_32": 0.85, "window_256": 0.97, "window_all": 1.0}),
+    ("suboptimal_data", 6, {"final_vs_final": 0.9}),
+    ("suboptimal_data", 7, {"sft_vs_mid": 0.2, "sft_vs_final": 0.2, "mid_vs_final": 0.8, "final_vs_final": 0.8}),
+    ("best_of_2", 12, {"bo2_shuffled": 0.5}),
+    ("bandit", 13, {f"{a}_offline_R1": 1.0 for a in ("dpo", "ipo", "best_of_n", "reinforce")}),
+    ("sample_reuse", 14, {"T1_R1": 0.35, "T8_R1": 1.0, "T8_R2": 0.3}),
+    ("curriculum", 17, {"nv_then_v": 0.1}),
+])
+def test_reversed_effects_are_not_reproduced(tmp_path, suite, number, quality):
+    d = _verdict(_frame(tmp_path, suite, quality=quality), number)
+    assert d.verdict == "not reproduced", d
+
+
+def test_claim_15_offline_as_good_as_online_is_not_reproduced(tmp_path):
+    df = _frame(tmp_path, "sync_period", quality={"math_sinf": 1.0, "chat_sinf": 1.0})
+    d = _verdict(df, 15)
+    assert d.verdict == "not reproduced"
+
+
+def test_claims_of_a_suite_with_no_runs_are_inconclusive():
+    empty = load_runs("/nonexistent-results-root")
+    table = scorecard.evaluate(empty, suite="kl_budget")
+    assert set(table["number"]) == {1, 2, 8, 9, 10, 11}
+    assert (table["verdict"] == "inconclusive").all()
+
+
+def test_report_has_the_verdict_table_rules_missing_runs_and_figure_links(tmp_path):
+    df = _frame(tmp_path, "best_of_2", drop_arms=("bo2_shuffled",))
+    text = scorecard.report(df, "best_of_2", figures=["final_win_rate"],
+                            tables={"final_metrics": pd.DataFrame({"x": [1.0]}, index=pd.Index(["a"], name="arm"))})
+    assert "| 12 | Best-of-2: online beats offline" in text
+    assert "**inconclusive**" in text and "missing arms: bo2_shuffled" in text
+    assert "## Decision rules" in text
+    assert "- Best-of-2, shuffled log (`bo2_shuffled`), seed 0: missing" in text
+    assert "![final_win_rate](../figures/best_of_2/final_win_rate.png)" in text
+    assert "| arm | x |" in text and "Claims not covered by any suite: 18." in text
+
+
+def test_markdown_table_formats_numbers_and_nan():
+    table = pd.DataFrame({"a": [0.12345, np.nan], "b": ["x|y", "z"]}, index=pd.Index(["r1", "r2"], name="row"))
+    assert scorecard.markdown_table(table).splitlines() == [
+        "| row | a | b |", "|---|---|---|", "| r1 | 0.123 | x\\|y |", "| r2 | – | z |"]
