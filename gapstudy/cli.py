@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import sys
 
+from gapstudy.runs import quiet_libraries
+
 USAGE = """usage: gapstudy COMMAND [ARGS]
 
 commands:
   run KEY=VALUE ...   one training run (hydra overrides; -m for a multirun sweep)
+  run suite=NAME ...  every arm of a registered suite (profile=quick|full seeds=0,1,2 jobs=N arm=A,B)
   list                the worlds, algorithms, regimes and data sources
   demo [KEY=VALUE]    online vs offline DPO on token_bandit R1: a table of final gold reward, win rate, KL
   bench [KEY=VALUE]   time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens)
 """
-
-
-def _quiet_libraries() -> None:
-    import os
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _fail(message: str) -> None:
@@ -37,12 +28,13 @@ def _fail(message: str) -> None:
 def _guarded(fn):
     """Known user errors become one line and exit 2; anything else is a real bug and keeps its traceback."""
     from gapstudy.config import ConfigError
+    from experiments.runner import SuiteError
     from gapstudy.sources import DataError, RewardError
 
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, RewardError, FileNotFoundError) as e:
+        except (ConfigError, DataError, RewardError, SuiteError, FileNotFoundError) as e:
             _fail(str(e))
 
     return wrapper
@@ -55,6 +47,11 @@ def cmd_run(argv: list[str]) -> None:
     from gapstudy.config import CONFIG_DIR, check_group_overrides
     from gapstudy.runs import execute, prepare
 
+    if any(a.startswith("suite=") for a in argv):  # a registered suite: the registry's runner takes over
+        from experiments.runner import main as run_suite
+
+        code = run_suite([a for a in argv if a not in ("-m", "--multirun")], multirun="-m" in argv or "--multirun" in argv)
+        raise SystemExit(code)
     check_group_overrides([a for a in argv if not a.startswith("-")])
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
@@ -90,6 +87,13 @@ def cmd_list(argv: list[str]) -> None:
     for name, (_, desc) in SOURCES.items():
         print(f"  {name:<12} {desc}")
     print("labellers (labeller=...): gold (the world's gold reward) | proxy (a Bradley-Terry RM trained on gold-labelled reference pairs)")
+    from experiments import SUITES
+
+    print("suites (gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]):")
+    for suite in SUITES.values():
+        print(f"  {suite.name:<16} {suite.question}")
+        print(f"  {'':<16} {suite.paper}; claims {', '.join(map(str, suite.claims))}; arms: "
+              f"{', '.join(a.name for a in suite.arms)}")
 
 
 DEMO = ["world=token_bandit", "reward=R1", "algo=dpo"]
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
-    _quiet_libraries()
+    quiet_libraries()
     _guarded(COMMANDS[command])(rest)
 
 

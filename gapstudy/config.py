@@ -119,9 +119,39 @@ def validate(cfg: DictConfig) -> DictConfig:
         cfg.ref_sync_every = _period(cfg.ref_sync_every, "ref_sync_every")
     for key in ("data.path", "init_from", "eval.baseline"):
         value = OmegaConf.select(cfg, key)
-        if value is not None and not Path(value).exists():
+        if value is not None and value != "sft" and not Path(value).exists():
             raise ConfigError(f"{key}={value!r} does not exist")
+    _check_sampler_from(cfg)
+    tasks = cfg.eval.get("tasks")
+    if tasks is not None:
+        world_tasks = getattr(world_module, "TASKS", ("default",))
+        bad = [t for t in ([tasks] if isinstance(tasks, str) else tasks) if t not in world_tasks]
+        if bad or isinstance(tasks, str):
+            raise ConfigError(f"eval.tasks={list(tasks) if not isinstance(tasks, str) else tasks!r} is invalid; "
+                              f"valid: a list of {', '.join(world_tasks)}")
+    for fraction in cfg.get("snapshots") or ():
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ConfigError(f"snapshots: {fraction!r} is invalid; valid: fractions of steps in (0, 1]")
     return cfg
+
+
+def _check_sampler_from(cfg) -> None:
+    sources = cfg.get("sampler_from")
+    if sources is None:
+        return
+    paths = [sources] if isinstance(sources, str) else list(sources)
+    if not paths:
+        raise ConfigError("sampler_from=[] is invalid; valid: null, `sft`, a checkpoint directory or a list of them")
+    if cfg.data.name != "policy":
+        raise ConfigError(f"sampler_from needs data=policy (it replaces the sampler), not data={cfg.data.name}")
+    if not math.isinf(cfg.sync_every):
+        raise ConfigError(f"sampler_from holds fixed policies: it needs sync_every=inf, not {cfg.sync_every}")
+    for path in paths:
+        if path != "sft" and not Path(path).exists():
+            raise ConfigError(f"sampler_from: {path!r} does not exist")
+    if int(cfg.algo.samples_per_prompt) % len(paths):
+        raise ConfigError(f"algo.samples_per_prompt={cfg.algo.samples_per_prompt} must be a multiple of the "
+                          f"{len(paths)} samplers of sampler_from")
 
 
 def open_dict(cfg):
@@ -134,7 +164,7 @@ def _name_value(value: str) -> str:
     if "/" in value or len(value) > 32:  # paths and long values: last component plus a short hash
         digest = hashlib.sha256(value.encode()).hexdigest()[:6]
         return f"{Path(value).name[:24]}-{digest}"
-    return value.replace(",", "+").replace(" ", "").replace("=", "-")
+    return value.replace(",", "+").replace(" ", "").replace("=", "-").replace("[", "").replace("]", "")
 
 
 def run_name(overrides: list[str] | tuple[str, ...], seed: int) -> str:
@@ -143,11 +173,23 @@ def run_name(overrides: list[str] | tuple[str, ...], seed: int) -> str:
     Pairs are written key-value (keys never hold '-'), joined by '__': the name needs no quoting when it is
     passed back as a path override (hydra's grammar reserves '=').
     """
-    parts = []
+    parts = {}
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
         if any(key == p.rstrip(".") or key.startswith(p) for p in NOT_IN_NAME):
             continue
-        parts.append((key, _name_value(value)))
-    body = "__".join(f"{k}-{v}" for k, v in sorted(parts)) or "defaults"
-    return f"{body}__seed-{seed}"
+        parts[key] = _name_value(value)  # a key given twice: the last value wins, as in hydra
+    body = "__".join(f"{k}-{v}" for k, v in sorted(parts.items())) or "defaults"
+    return shorten(f"{body}__seed-{seed}")
+
+
+MAX_NAME = 160  # file systems allow 255 bytes per name; leave room for suffixes
+
+
+def shorten(name: str) -> str:
+    """Names longer than MAX_NAME keep their start and their `__seed-N` end, with a hash of the whole between."""
+    if len(name) <= MAX_NAME:
+        return name
+    head, sep, seed = name.rpartition("__seed-")
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{head[: MAX_NAME - 30]}__{digest}{sep}{seed}"

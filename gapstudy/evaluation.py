@@ -20,12 +20,15 @@ def win_rate(policy_rewards: torch.Tensor, baseline_rewards: torch.Tensor) -> fl
 
 class Evaluator:
     def __init__(self, cfg, world, anchor, baseline, proxy=None, device="cpu"):
-        n = min(int(cfg.eval.prompts), len(world.eval_prompts))
+        keep = cfg.eval.get("tasks")  # null = every family of the world
+        rows = [i for i, t in enumerate(world.eval_tasks) if keep is None or t in keep]
+        n = min(int(cfg.eval.prompts), len(rows))
+        rows = rows[:n]
         self.world = world
         self.anchor = anchor  # the initial (SFT) policy: eval/kl is KL(pi || anchor), as in Tang et al.
         self.proxy = proxy
-        self.tasks = world.eval_tasks[:n]
-        self.prompts, self.prompt_mask = left_pad(world.eval_prompts[:n], world.pad_token_id, device)
+        self.tasks = [world.eval_tasks[i] for i in rows]
+        self.prompts, self.prompt_mask = left_pad([world.eval_prompts[i] for i in rows], world.pad_token_id, device)
         self.seed = int(cfg.seed) * 1_000_003 + 7
         self.temperature = float(cfg.temperature)
         g = torch.Generator().manual_seed(self.seed - 1)

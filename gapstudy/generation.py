@@ -69,6 +69,41 @@ class HFGenerator:
                       self.eos_token_id, self.pad_token_id, self.version)
 
 
+class MixtureGenerator:
+    """Fixed samplers side by side: of the n responses to a prompt, the first n/k come from the first sampler, the
+    next n/k from the second, ... With two samplers and n = 2 every pair sets one policy's response against the
+    other's (Tang et al.'s SFT-vs-mid and mid-vs-final datasets). Never synced: its members are fixed policies."""
+
+    def __init__(self, members: list[HFGenerator]):
+        self.members = members
+        self.version = -1  # not a version of the trained policy
+
+    def sync_weights(self, policy, version: int) -> None:
+        raise RuntimeError("a mixture of fixed samplers is never synced (sampler_from needs sync_every=inf)")
+
+    def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:
+        k = len(self.members)
+        if num_samples % k:
+            raise ValueError(f"samples per prompt ({num_samples}) must be a multiple of the {k} samplers")
+        parts = [m.generate(prompts, prompt_mask, num_samples // k, rng) for m in self.members]
+        width = max(p.responses.shape[1] for p in parts)
+        pad = lambda t, value: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+        n, B = num_samples // k, prompts.shape[0]
+
+        def merge(tensors):  # [B*n, L] per member -> [B*k*n, L], grouped by prompt, members in order
+            return torch.stack([t.view(B, n, -1) for t in tensors], 1).reshape(B * k * n, -1)
+
+        pad_id = self.members[0].pad_token_id
+        return Samples(
+            prompts=prompts.repeat_interleave(num_samples, 0),
+            prompt_mask=None if prompt_mask is None else prompt_mask.repeat_interleave(num_samples, 0),
+            responses=merge([pad(p.responses, pad_id) for p in parts]),
+            response_mask=merge([pad(p.response_mask, False) for p in parts]),
+            logps=merge([pad(p.logps, 0.0) for p in parts]),
+            version=self.version,
+        )
+
+
 @torch.no_grad()
 def sample(model, prompts, prompt_mask, num_samples, rng, max_new_tokens, temperature, eos_token_id, pad_token_id,
            version: int = 0) -> Samples:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from gapstudy.algorithms import ALGORITHMS, stats_to_metrics
 from gapstudy.evaluation import Evaluator
-from gapstudy.generation import HFGenerator
+from gapstudy.generation import HFGenerator, MixtureGenerator
 from gapstudy.logprobs import token_logps
 from gapstudy.metrics import JsonlLogger, WandbLogger, truncate_metrics
 from gapstudy.rewards import make_labeller
@@ -41,6 +41,27 @@ def frozen(model):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _policy_path(value: str, world) -> str:
+    """A checkpoint directory, or `sft` for the world's initial policy (even when init_from starts elsewhere)."""
+    return str(world.policy_path) if value == "sft" else value
+
+
+def make_sampler(cfg, world, policy, device):
+    """The generator of training rollouts: a copy of the policy (synced every sync_every steps), or with
+    `sampler_from` one or more fixed policies (sync_every=inf), e.g. the final online policy for Tang et al.'s
+    sub-optimal data."""
+    make = lambda model: HFGenerator(model, world.max_new_tokens, cfg.temperature, world.eos_token_id,
+                                     world.pad_token_id)
+    sources = cfg.get("sampler_from")
+    if sources is None:
+        return make(policy)
+    paths = [sources] if isinstance(sources, str) else list(sources)
+    members = [make(load_policy(_policy_path(p, world), device)) for p in paths]
+    for member in members:
+        member.version = -1  # not a version of the trained policy: no staleness is logged
+    return members[0] if len(members) == 1 else MixtureGenerator(members)
 
 
 def make_optimizer(cfg, policy):
@@ -80,11 +101,11 @@ def train(cfg, run_dir: Path) -> dict:
     policy = load_policy(cfg.init_from or world.policy_path, device)
     anchor = frozen(policy)  # pi_init: the KL anchor of evaluation and, unless it syncs, the reference
     reference = anchor if math.isinf(cfg.ref_sync_every) else frozen(policy)
-    baseline = anchor if cfg.eval.baseline is None else frozen(load_policy(cfg.eval.baseline, device))
+    baseline = anchor if cfg.eval.baseline is None else frozen(load_policy(_policy_path(cfg.eval.baseline, world),
+                                                                            device))
     labeller, proxy = make_labeller(cfg, world, results, device)
     source = SOURCES[cfg.data.name][0](cfg, world, labeller, algorithm.kind, int(cfg.seed))
-    sampler = HFGenerator(policy, world.max_new_tokens, cfg.temperature, world.eos_token_id,
-                          world.pad_token_id) if source.needs_sampler else None
+    sampler = make_sampler(cfg, world, policy, device) if source.needs_sampler else None
     steps = int(cfg.steps) if sampler is not None or cfg.data.name == "dataset" else min(int(cfg.steps), len(source))
     evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
     optimizer = make_optimizer(cfg, policy)
@@ -113,6 +134,9 @@ def train(cfg, run_dir: Path) -> dict:
         pair_log.drop_after(0)
     logger = make_logger(cfg, run_dir)
     bar = _progress(cfg, start, steps)
+    snapshots: dict[int, list] = {}  # step after which to save -> fractions of `steps`
+    for fraction in cfg.get("snapshots") or ():
+        snapshots.setdefault(max(1, round(float(fraction) * steps)), []).append(fraction)
     last_eval: dict = {}
     batch = reference_logps = None
 
@@ -171,6 +195,8 @@ def train(cfg, run_dir: Path) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
                         kl=f"{last_eval.get('eval/kl', math.nan):.2f}", refresh=False)
+        for fraction in snapshots.get(step + 1, ()):  # e.g. the mid-run policy of Tang et al.'s step-800 datasets
+            policy.save_pretrained(run_dir / f"snapshot-{fraction}")
         if cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
             pair_log.flush()
             _save_state(state_path, step + 1, counters, policy, optimizer, source, sampler, reference, anchor)

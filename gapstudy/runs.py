@@ -14,6 +14,18 @@ from omegaconf import DictConfig, open_dict
 from gapstudy.config import compose, run_name, validate
 
 
+def quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def run_dir_for(cfg: DictConfig, name: str) -> Path:
     root = Path(cfg.paths.results)
     return root / cfg.suite / name if cfg.get("suite") else root / name
@@ -23,10 +35,12 @@ def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / "final.json").exists()
 
 
-def prepare(overrides: list[str] | tuple[str, ...], cfg: DictConfig | None = None) -> tuple[DictConfig, Path]:
-    """Compose (unless given) and validate the config, name the run; nothing is written."""
+def prepare(overrides: list[str] | tuple[str, ...], cfg: DictConfig | None = None,
+            name: str | None = None) -> tuple[DictConfig, Path]:
+    """Compose (unless given) and validate the config, name the run (unless named, as the registry's runs
+    are); nothing is written."""
     cfg = validate(compose(overrides) if cfg is None else cfg)
-    name = run_name(overrides, cfg.seed)
+    name = name or run_name(overrides, cfg.seed)
     with open_dict(cfg):
         cfg.run_name = name
         cfg.overrides = list(overrides)

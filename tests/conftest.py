@@ -9,6 +9,9 @@ import pytest
 # small and fast: a briefly warm-started bandit reference, few evaluation prompts, no checkpoints
 FAST = ["world.pretrain_steps=60", "eval.prompts=32", "progress=false", "checkpoint_every=0",
         "save_checkpoint=false"]
+# a small synth_lm build (seconds, not the default ~45 s)
+SMALL_SYNTH = ["world.pretrain_steps=20", "world.corpus_size=400", "world.train_prompts=100", "world.eval_prompts=32",
+               "world.n_embd=32", "world.n_layer=2", "world.n_head=2"]
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +21,9 @@ def results(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _quiet():
-    from gapstudy.cli import _quiet_libraries
+    from gapstudy.runs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
 
 
 def train_run(results: Path, overrides: list[str], fast: list[str] = FAST):

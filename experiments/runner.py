@@ -1,0 +1,262 @@
+"""Run a suite: expand its arms into runs (arm x sweep point x seed), order them by `needs`, skip the complete
+ones, run the rest in parallel processes, and keep going past a failed arm (its dependents are skipped).
+
+Runs land in <results root>/<suite>/<run name>; the name is the arm, then every other varying choice (sweep values,
+extra overrides, a non-full profile), then the seed. `@arm` in an override becomes that arm's run directory for
+the same seed. Interrupting a suite and running it again completes only what is missing: finished runs are
+skipped (final.json) and a run killed mid-way resumes from its last checkpoint (state.pt).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments import PLACEHOLDER, PROFILES, SUITES, Suite
+from gapstudy.config import run_name, shorten
+
+RUNNER_KEYS = ("suite", "profile", "seeds", "jobs", "arm")  # consumed by the runner, never passed to a run
+
+
+class SuiteError(ValueError):
+    """A bad suite request (unknown suite, arm or profile; bad seeds or jobs)."""
+
+
+@dataclass
+class Job:
+    key: str  # "<arm>/<run name>"
+    arm: str
+    seed: int
+    name: str
+    overrides: list[str]
+    needs: list[str] = field(default_factory=list)  # keys of the jobs whose artifacts this one reads
+    run_dir: Path | None = None
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    """Split `suite=... profile=... seeds=... jobs=... arm=...` from the overrides handed to every run."""
+    opts, rest = {}, []
+    for item in argv:
+        key, eq, value = item.partition("=")
+        if eq and key in RUNNER_KEYS:
+            opts[key] = value
+        else:
+            rest.append(item)
+    return opts, rest
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise SuiteError(f"suite={name!r} is invalid; valid choices: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def _name_part(overrides: list[str], seed: int) -> str:
+    body = run_name(overrides, seed)
+    return body[len("defaults__"):] if body.startswith("defaults__") else body
+
+
+def plan(suite: Suite, profile: str = "full", seeds: list[int] | None = None, arms: list[str] | None = None,
+         extra: list[str] | tuple[str, ...] = (), grid: dict[str, list[str]] | None = None,
+         root: str | Path | None = None) -> list[Job]:
+    """Every run of the suite in dependency order. `arms` selects arms (their needs come along); `extra` are
+    overrides for every run; `grid` (key -> values, from `-m`) multiplies every arm's sweep."""
+    if profile not in PROFILES:
+        raise SuiteError(f"profile={profile!r} is invalid; valid choices: {', '.join(PROFILES)}")
+    seeds = list(suite.seeds[profile]) if seeds is None else seeds
+    if not seeds:
+        raise SuiteError("seeds= is empty; give e.g. seeds=0,1,2")
+    selected = [a.name for a in suite.arms] if arms is None else list(arms)
+    for name in selected:
+        if name not in [a.name for a in suite.arms]:
+            raise SuiteError(f"arm={name!r} is not an arm of {suite.name}; valid: {', '.join(a.name for a in suite.arms)}")
+    wanted: list[str] = []
+
+    def add(name: str) -> None:  # depth first: needs before the arm
+        for dep in suite.arm(name).needs:
+            add(dep)
+        if name not in wanted:
+            wanted.append(name)
+
+    for name in selected:
+        add(name)
+    grid_points = [[f"{k}={v}" for k, v in zip(grid, values)] for values in itertools.product(*grid.values())] \
+        if grid else [[]]
+    results = Path(root) if root is not None else None
+    jobs: list[Job] = []
+    by_arm_seed: dict[tuple[str, int, tuple], Job] = {}
+    for name in wanted:
+        arm = suite.arm(name)
+        for seed in seeds:
+            for point in arm.grid(profile):
+                for extra_point in grid_points:
+                    varying = [*point, *extra_point, *extra]
+                    run = ("" if profile == "full" else f"__profile-{profile}")
+                    job_name = shorten(f"{name}{run}__{_name_part(varying, seed)}")
+                    overrides = [*suite.base, *suite.profiles.get(profile, ()), *arm.overrides, *varying,
+                                 f"suite={suite.name}", f"arm={name}", f"profile={profile}", f"seed={seed}"]
+                    job = Job(f"{name}/{job_name}", name, seed, job_name, overrides)
+                    for dep in arm.needs:
+                        job.needs.append(by_arm_seed[(dep, seed, tuple(extra_point))].key)
+                    by_arm_seed[(name, seed, tuple(extra_point))] = job
+                    jobs.append(job)
+    if results is not None:
+        for job in jobs:
+            job.run_dir = results / suite.name / job.name
+            job.overrides.append(f"paths.results={results}")
+        dirs = {j.key: j.run_dir for j in jobs}
+        for job in jobs:
+            deps = {by_key.arm: dirs[by_key.key] for by_key in jobs if by_key.key in job.needs}
+            job.overrides = [PLACEHOLDER.sub(lambda m: str(deps[m.group(1)]), o) for o in job.overrides]
+    return jobs
+
+
+def _execute(overrides: list[str], name: str, quiet: bool, expected: Path | None = None) -> dict:
+    """One run, in this process or a worker (prepared again there: configs do not cross processes)."""
+    from gapstudy.runs import execute, prepare, quiet_libraries
+
+    quiet_libraries()
+    if quiet:
+        overrides = [*overrides, "progress=false"]
+    cfg, run_dir = prepare(overrides, name=name)
+    if expected is not None and Path(run_dir) != Path(expected):
+        raise RuntimeError(f"run directory {run_dir} differs from the planned {expected}")
+    return execute(cfg, run_dir)
+
+
+def _spawn_context():
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")
+
+
+def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: dict | None, jobs: int,
+              root: str | Path, log=print) -> dict[str, str]:
+    """Run the planned jobs; returns key -> "done" | "skipped (complete)" | "failed: ..." | "skipped: needs ..."."""
+    from gapstudy.config import compose
+    from gapstudy.runs import is_complete
+
+    planned = plan(suite, profile, seeds, arms, extra, grid, root)
+    for job in planned:  # every override list must compose before anything runs (validation waits for artifacts)
+        compose([o for o in job.overrides if "@" not in o])
+    status: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    pending = list(planned)
+    running: dict = {}
+    started = time.perf_counter()
+    total = len(planned)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context()) if jobs > 1 else None
+
+    def finish(job: Job, outcome: str, final: dict | None, spent: float) -> None:
+        status[job.key] = outcome
+        seconds[job.key] = spent
+        summary = ""
+        if final:
+            summary = "  ".join(f"{k.split('/')[-1]}={final[k]:.3f}" for k in
+                                ("eval/gold_reward", "eval/win_rate", "eval/kl") if k in final)
+        log(f"[{len(status)}/{total}] {outcome:<8} {suite.name}/{job.name} ({spent:.0f} s) {summary}".rstrip())
+
+    try:
+        while pending or running:
+            progressed = False
+            for job in list(pending):
+                if any(status.get(dep, "").startswith(("failed", "skipped:")) for dep in job.needs):
+                    pending.remove(job)
+                    finish(job, "skipped: needs a failed arm", None, 0.0)
+                    progressed = True
+                    continue
+                if not all(status.get(dep) in ("done", "complete") for dep in job.needs):
+                    continue
+                if is_complete(job.run_dir):
+                    pending.remove(job)
+                    finish(job, "complete", json.loads((job.run_dir / "final.json").read_text()), 0.0)
+                    progressed = True
+                    continue
+                if pool is None:
+                    pending.remove(job)
+                    tic = time.perf_counter()
+                    try:
+                        final = _execute(job.overrides, job.name, False, job.run_dir)
+                        finish(job, "done", final, time.perf_counter() - tic)
+                    except Exception as error:  # noqa: BLE001 -- a failed arm must not stop the others
+                        finish(job, f"failed: {_describe(error)}", None, time.perf_counter() - tic)
+                    progressed = True
+                elif len(running) < jobs:
+                    pending.remove(job)
+                    running[pool.submit(_execute, job.overrides, job.name, True, job.run_dir)] = (job, time.perf_counter())
+                    progressed = True
+            if running and (not progressed or len(running) >= jobs or not pending):
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    job, tic = running.pop(future)
+                    try:
+                        finish(job, "done", future.result(), time.perf_counter() - tic)
+                    except Exception as error:  # noqa: BLE001
+                        finish(job, f"failed: {_describe(error)}", None, time.perf_counter() - tic)
+            elif not progressed and not running and pending:
+                raise RuntimeError(f"unsatisfiable needs: {[j.key for j in pending]}")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    _write_timing(Path(root), suite, profile, planned, status, seconds, time.perf_counter() - started)
+    return status
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _write_timing(root: Path, suite: Suite, profile: str, planned, status, seconds, wall: float) -> None:
+    """<root>/<suite>/timing-<profile>.json: how long this invocation took and what each run did."""
+    path = root / suite.name / f"timing-{profile}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "command": "gapstudy run " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["run"] else None,
+        "profile": profile, "wall_seconds": round(wall, 1),
+        "runs": [{"arm": j.arm, "seed": j.seed, "run": j.name, "status": status.get(j.key, "not run"),
+                  "seconds": round(seconds.get(j.key, 0.0), 1)} for j in planned],
+    }, indent=1) + "\n")
+
+
+def main(argv: list[str], multirun: bool = False) -> int:
+    """`gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B] [overrides]`."""
+    from gapstudy.config import ConfigError, compose
+
+    opts, rest = parse(argv)
+    suite = get_suite(opts["suite"])
+    profile = opts.get("profile", "full")
+    try:
+        seeds = [int(s) for s in opts["seeds"].split(",")] if "seeds" in opts else None
+    except ValueError:
+        raise SuiteError(f"seeds={opts['seeds']!r} is invalid; valid: integers separated by commas, e.g. seeds=0,1,2")
+    try:
+        jobs = int(opts.get("jobs", 1))
+        if jobs < 1:
+            raise ValueError
+    except ValueError:
+        raise SuiteError(f"jobs={opts.get('jobs')!r} is invalid; valid: an integer >= 1")
+    arms = opts["arm"].split(",") if "arm" in opts else None
+    extra, grid = [], {}
+    for item in rest:
+        key, _, value = item.partition("=")
+        if multirun and "," in value and not value.startswith("["):
+            grid[key] = value.split(",")
+        else:
+            extra.append(item)
+    root = compose(extra).paths.results
+    try:
+        status = run_suite(suite, profile, seeds, arms, extra, grid or None, jobs, root)
+    except ConfigError:
+        raise
+    failed = {k: v for k, v in status.items() if v.startswith(("failed", "skipped:"))}
+    done = sum(v in ("done", "complete") for v in status.values())
+    print(f"{suite.name}: {done}/{len(status)} runs complete under {Path(root) / suite.name}"
+          + (f"; {len(failed)} failed or skipped:" if failed else ""))
+    for key, outcome in failed.items():
+        print(f"  {key}: {outcome}")
+    return 1 if failed else 0

@@ -1,0 +1,41 @@
+"""Tajwar et al. 2024, "Preference fine-tuning of LLMs should leverage suboptimal, on-policy data" [C].
+
+World: token_bandit (GPT-nano; R1's optimum lies where the reference is unlikely, R2's at its mode).
+On-policy = sampler synced every step; offline = samples of the reference only (sync_every=inf).
+"""
+from experiments import Arm, Suite
+
+ALGOS = {"dpo": ("algo=dpo",), "ipo": ("algo=ipo",), "best_of_n": ("algo=best_of_2", "algo.samples_per_prompt=4"),
+         "reinforce": ("algo=reinforce",)}
+REGIMES = {"onpolicy": ("sync_every=1",), "offline": ("sync_every=inf",)}
+REWARDS = ("R1", "R2")
+PROFILES = {"quick": ("steps=100", "eval.every=25", "eval.prompts=128"),
+            "full": ("steps=400", "eval.every=25", "eval.prompts=256")}
+
+SUITES = [
+    Suite(
+        name="bandit",
+        question="Does on-policy sampling matter when the reward's optimum is unlikely under the reference (R1) "
+                 "and not when it sits at the reference's mode (R2)?",
+        paper="Tajwar et al. 2024 [C], token bandit",
+        base=("world=token_bandit",),
+        profiles=PROFILES,
+        arms=tuple(Arm(f"{a}_{r}_{w}", (*ALGOS[a], *REGIMES[r], f"reward={w}"))
+                   for w in REWARDS for a in ALGOS for r in REGIMES),
+        claims=(13,),
+        figure="bandit_curves",
+    ),
+    Suite(
+        name="sample_reuse",
+        question="At a fixed sample budget, how much does reusing each batch for T gradient steps cost?",
+        paper="Tajwar et al. 2024 [C], sample reuse",
+        base=("world=token_bandit", "algo=dpo", "sync_every=1"),
+        profiles=PROFILES,
+        # the same gradient steps and samples for every T: batches of 8*T prompts, each used for T steps
+        arms=tuple(Arm(f"T{t}_{w}", (f"reuse={t}", f"batch_size={8 * t}", f"reward={w}"),
+                       note=f"batches of {8 * t} prompts, {t} gradient steps each")
+                   for w in REWARDS for t in (1, 2, 4, 8)),
+        claims=(14,),
+        figure="sample_reuse",
+    ),
+]
