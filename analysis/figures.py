@@ -21,7 +21,7 @@ from scipy import optimize
 
 from analysis import scorecard
 from analysis.kl_match import bootstrap_ci, frontier, kl_matched
-from analysis.load import eval_points, final_points, initial_points, load_runs, per_seed_final, resolve_metric
+from analysis.load import eval_points, final_points, initial_points, load_runs, per_seed_final, resolve_metric, timings
 from analysis.style import (REWARD_COLORS, arm_color, arm_label, arm_linestyle, arm_order, metric_label,
                             new_figure, save, seed_marker, styled)
 
@@ -692,15 +692,16 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> list[Pat
     return paths
 
 
-def regenerate(root: str | Path = "results", suite: str | None = None) -> list[Path]:
+def regenerate(root: str | Path = "results", suite: str | None = None, profile: str | None = "full") -> list[Path]:
     """Draw every figure and table of `suite` (or of every suite found under `root`) into
     `<root>/figures/<suite>/`, PNG + PDF and CSV + markdown, and write `<root>/<suite>/REPORT.md`.
 
     A figure that fails is skipped with a warning, so one broken panel never hides the others.
+    `profile` keeps the registry runs of one profile (full: the committed reproduction); None keeps all.
     Returns the written paths.
     """
     root = Path(root)
-    df = load_runs(root, suite=suite)
+    df = load_runs(root, suite=suite, profile=profile)
     suites = [suite] if suite is not None else sorted({s for s in df["suite"].dropna().unique() if isinstance(s, str)})
     written: list[Path] = []
     for name in suites:
@@ -727,4 +728,7 @@ def regenerate(root: str | Path = "results", suite: str | None = None) -> list[P
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(scorecard.report(data, name, figures=drawn, tables=tables), encoding="utf-8")
         written.append(report_path)
+    timing = timings(root)
+    if not timing.empty:
+        written.extend(write_table(timing.set_index("suite"), root / "figures", "timings"))
     return written

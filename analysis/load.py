@@ -160,7 +160,8 @@ def _suite_matches(value, suite) -> bool:
 
 
 def load_runs(root: str | Path = "results", suite: str | Iterable[str] | None = None,
-              config_columns: str | Iterable[str] = "varying", metrics: Iterable[str] | None = None) -> pd.DataFrame:
+              config_columns: str | Iterable[str] = "varying", metrics: Iterable[str] | None = None,
+              profile: str | None = None) -> pd.DataFrame:
     """All runs under `root` (optionally only those of `suite`) as one frame: one row per (run, logged step).
 
     Columns: suite, arm, seed, run_name, run_dir, step, complete (final.json exists), every metric key of
@@ -168,6 +169,7 @@ def load_runs(root: str | Path = "results", suite: str | Iterable[str] | None = 
     `config_columns`: "varying" (the keys whose values differ across the loaded runs), "all", or a list.
     `metrics`: key prefixes to keep (e.g. ("eval/",) for long runs whose every-step training lines are not
     needed); steps that logged none of them are dropped. None keeps everything.
+    `profile`: keep only registry runs of this profile (quick | full) and runs made outside a profile.
     """
     prefixes = tuple(metrics) if metrics is not None else None
     root = Path(root)
@@ -179,6 +181,8 @@ def load_runs(root: str | Path = "results", suite: str | Iterable[str] | None = 
             warnings.warn(f"{run_dir}: unreadable run skipped ({error})", stacklevel=2)
             continue
         if not _suite_matches(run_rows[0]["suite"] if run_rows else flat.get("suite"), suite):
+            continue
+        if profile is not None and flat.get("profile") not in (None, profile):
             continue
         if prefixes is not None:
             run_rows = [_keep(row, prefixes) for row in run_rows]
@@ -368,3 +372,24 @@ def load_wandb(project: str, entity: str | None = None, suite: str | None = None
         if key not in df.columns:
             df[key] = np.nan
     return df
+
+
+def timings(root: str | Path = "results") -> pd.DataFrame:
+    """The suite runner's `<root>/<suite>/timing-<profile>.json` files as one row per suite and profile: the
+    command, the wall-clock seconds of its last invocation, the runs it ran, skipped as complete, or lost."""
+    rows = []
+    for path in sorted(Path(root).glob("*/timing-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            warnings.warn(f"{path}: unreadable timing file skipped ({error})", stacklevel=2)
+            continue
+        runs = data.get("runs", [])
+        count = lambda status: sum(r.get("status") == status for r in runs)
+        rows.append({"suite": path.parent.name, "profile": data.get("profile"), "command": data.get("command"),
+                     "wall_minutes": round(float(data.get("wall_seconds", math.nan)) / 60, 1),
+                     "runs": len(runs), "ran": count("done"), "already_complete": count("complete"),
+                     "failed_or_skipped": len(runs) - count("done") - count("complete"),
+                     "run_minutes": round(sum(float(r.get("seconds", 0)) for r in runs) / 60, 1)})
+    return pd.DataFrame(rows, columns=["suite", "profile", "command", "wall_minutes", "runs", "ran",
+                                       "already_complete", "failed_or_skipped", "run_minutes"])

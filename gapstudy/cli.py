@@ -16,6 +16,8 @@ commands:
   run suite=NAME ...  every arm of a registered suite (profile=quick|full seeds=0,1,2 jobs=N arm=A,B)
   list                the worlds, algorithms, regimes and data sources
   demo [KEY=VALUE]    online vs offline DPO on token_bandit R1: a table of final gold reward, win rate, KL
+  figures [suite=NAME] [paths.results=DIR] [profile=full|quick|all]
+                      paper-style figures, tables and REPORT.md from the runs under the results root
   bench [KEY=VALUE]   time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens)
 """
 
@@ -96,7 +98,7 @@ def cmd_list(argv: list[str]) -> None:
               f"{', '.join(a.name for a in suite.arms)}")
 
 
-DEMO = ["world=token_bandit", "reward=R1", "algo=dpo"]
+DEMO = ["world=token_bandit", "reward=R1", "algo=dpo", "suite=demo"]  # runs land in <results>/demo/
 
 
 def cmd_demo(argv: list[str]) -> None:
@@ -119,13 +121,44 @@ def cmd_demo(argv: list[str]) -> None:
         print(f"  {run_dir}")
 
 
+def cmd_figures(argv: list[str]) -> None:
+    """`gapstudy figures [suite=NAME] [paths.results=DIR] [profile=full|quick|all]`: figures, tables, REPORT.md."""
+    from pathlib import Path
+
+    from experiments import PROFILES, SUITES
+    from gapstudy.config import ConfigError
+
+    opts = {}
+    for item in argv:
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("suite", "paths.results", "profile"):
+            raise ConfigError(f"figures: {item!r} is invalid; valid: suite=NAME, paths.results=DIR, profile=full|quick|all")
+        opts[key] = value
+    suite = opts.get("suite")
+    if suite is not None and suite not in SUITES:
+        raise ConfigError(f"suite={suite!r} is invalid; valid choices: {', '.join(SUITES)}")
+    profile = opts.get("profile", "full")
+    if profile not in (*PROFILES, "all"):
+        raise ConfigError(f"profile={profile!r} is invalid; valid choices: {', '.join(PROFILES)}, all")
+    root = Path(opts.get("paths.results", "results"))
+    if not root.is_dir():
+        raise ConfigError(f"paths.results={str(root)!r} does not exist")
+    from analysis.figures import regenerate
+
+    written = regenerate(root, suite, None if profile == "all" else profile)
+    if not written:
+        raise ConfigError(f"no runs{' of suite ' + suite if suite else ''} under {root} (profile {profile})")
+    for path in written:
+        print(path)
+
+
 def cmd_bench(argv: list[str]) -> None:
     from gapstudy.bench import bench
 
     bench(argv)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "demo": cmd_demo, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "demo": cmd_demo, "figures": cmd_figures, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

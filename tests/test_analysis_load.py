@@ -121,3 +121,24 @@ def test_metric_prefix_filter_keeps_only_the_named_keys_and_their_steps(tmp_path
     write_run(tmp_path / "r", _config("s", "a", 0), records)
     df = load_runs(tmp_path, metrics=("eval/",))
     assert df["step"].tolist() == [0, 10] and df["train/loss"].isna().all()
+
+
+def test_timings_table_reads_the_runner_files_and_skips_a_broken_one(tmp_path):
+    import json
+
+    import pytest
+
+    from analysis.load import timings
+
+    (tmp_path / "bandit").mkdir()
+    (tmp_path / "bandit" / "timing-full.json").write_text(json.dumps({
+        "command": "gapstudy run suite=bandit", "profile": "full", "wall_seconds": 120.0,
+        "runs": [{"status": "done", "seconds": 60}, {"status": "complete", "seconds": 0},
+                 {"status": "failed: ConfigError: x", "seconds": 6}]}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "timing-quick.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable timing file"):
+        table = timings(tmp_path)
+    assert table.to_dict("records") == [{
+        "suite": "bandit", "profile": "full", "command": "gapstudy run suite=bandit", "wall_minutes": 2.0,
+        "runs": 3, "ran": 1, "already_complete": 1, "failed_or_skipped": 1, "run_minutes": 1.1}]

@@ -120,3 +120,23 @@ def test_a_suite_killed_midway_completes_only_what_was_missing(tmp_path):
     assert (first / "metrics.jsonl").stat().st_mtime_ns == first_metrics  # the finished run was not touched
     steps = [r["step"] for r in read(second) if "train/loss" in r]
     assert steps == list(range(40))  # resumed from its checkpoint: every step exactly once
+
+
+def test_figures_command_draws_a_suite_and_rejects_bad_input(tmp_path, capsys):
+    from gapstudy.cli import main
+
+    extra = [*TINY, *SMALL_SYNTH]
+    status = run_suite(SUITES["data_coverage"], "quick", [0], None, extra, None, 1, tmp_path, log=lambda line: None)
+    assert set(status.values()) == {"done"}
+    main(["figures", f"paths.results={tmp_path}", "suite=data_coverage", "profile=quick"])
+    out = capsys.readouterr().out
+    assert (tmp_path / "figures" / "data_coverage" / "win_rate_vs_kl.png").stat().st_size > 10_000
+    report = (tmp_path / "data_coverage" / "REPORT.md").read_text()
+    assert "| 3 | Offline training on the online pair log" in report and "| 4 |" in report
+    assert "timings" in out  # the runner's timing file became a table
+    with pytest.raises(SystemExit) as exit_info:  # the full profile has no runs here
+        main(["figures", f"paths.results={tmp_path}", "suite=data_coverage"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["figures", "suite=nope"])
+    assert "valid choices: kl_budget" in capsys.readouterr().err
