@@ -702,6 +702,8 @@ def regenerate(root: str | Path = "results", suite: str | None = None, profile: 
     """
     root = Path(root)
     df = load_runs(root, suite=suite, profile=profile)
+    if df.empty:
+        return []
     suites = [suite] if suite is not None else sorted({s for s in df["suite"].dropna().unique() if isinstance(s, str)})
     written: list[Path] = []
     for name in suites:
