@@ -1,4 +1,5 @@
 """synth_lm world: the gold reward on hand-made responses, caching, loading the policy, and the prompt sets."""
+import math
 import time
 
 import pytest
@@ -140,3 +141,18 @@ def test_task_filters_training_prompts(world, cache_root):
 
     with pytest.raises(ConfigError, match="mixed, math, chat"):
         build_world(compose(SMALL + ["world.task=poetry"]), cache_root)
+
+
+@pytest.mark.parametrize("labeller", ["gold", "proxy"])
+@pytest.mark.parametrize("algo", ["dpo", "ipo", "best_of_2", "grpo", "reinforce"])
+def test_every_algorithm_and_labeller_trains_on_synth_lm(algo, labeller, cache_root):
+    from tests.conftest import train_run
+
+    small = [*SMALL, "proxy.pairs=64", "proxy.epochs=1", "eval.prompts=16", "progress=false",
+             "checkpoint_every=0", "save_checkpoint=false"]
+    _, final, records = train_run(cache_root, [f"algo={algo}", f"labeller={labeller}", "steps=3", "batch_size=4",
+                                               "eval.every=0"], fast=small)
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert losses and all(math.isfinite(x) for x in losses)  # it trained, without NaN
+    assert 0 <= final["eval/win_rate"] <= 1 and final["eval/kl"] >= 0
+    assert ("eval/proxy_reward" in final) == (labeller == "proxy")
