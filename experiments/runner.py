@@ -173,7 +173,11 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
                     continue
                 if is_complete(job.run_dir):
                     pending.remove(job)
-                    finish(job, "complete", json.loads((job.run_dir / "final.json").read_text()), 0.0)
+                    stale = _stale(job)
+                    if stale:
+                        finish(job, f"failed: {stale}", None, 0.0)
+                    else:
+                        finish(job, "complete", json.loads((job.run_dir / "final.json").read_text()), 0.0)
                     progressed = True
                     continue
                 if pool is None:
@@ -204,6 +208,26 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
             pool.shutdown(cancel_futures=True)
     _write_timing(Path(root), suite, profile, planned, status, seconds, time.perf_counter() - started)
     return status
+
+
+def _stale(job: Job) -> str | None:
+    """A finished run is reused only if it was made with the same overrides: an arm whose definition changed
+    since must not be reported with old results. Returns why it cannot be reused, or None."""
+    from omegaconf import OmegaConf
+
+    def normalised(overrides) -> list[str]:  # paths inside the results root compare relative to it
+        overrides = list(overrides or [])
+        root = next((o.partition("=")[2] for o in overrides if o.startswith("paths.results=")), None)
+        ignored = ("progress=", "paths.results=")
+        return [o.replace(root, "<root>") if root else o for o in overrides if not o.startswith(ignored)]
+
+    mine = normalised(job.overrides)
+    theirs = normalised(OmegaConf.load(job.run_dir / "config.yaml").get("overrides"))
+    if theirs == mine:
+        return None
+    changed = sorted(set(mine) ^ set(theirs))
+    return (f"{job.run_dir} holds a finished run made with other settings ({', '.join(changed[:4])}); "
+            "remove it (or use another paths.results) to run this arm as now defined")
 
 
 def _describe(error: BaseException) -> str:

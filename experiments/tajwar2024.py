@@ -5,7 +5,8 @@ On-policy = sampler synced every step; offline = samples of the reference only (
 """
 from experiments import Arm, Suite
 
-ALGOS = {"dpo": ("algo=dpo",), "ipo": ("algo=ipo",), "best_of_n": ("algo=best_of_2", "algo.samples_per_prompt=4"),
+# IPO with Tajwar et al.'s margin 10: h* = 1/(2 beta) = 10 (beta = 0.1 stops every pair at 5 nats and cannot reach R1)
+ALGOS = {"dpo": ("algo=dpo",), "ipo": ("algo=ipo", "algo.beta=0.05"), "best_of_n": ("algo=best_of_2", "algo.samples_per_prompt=4"),
          "reinforce": ("algo=reinforce",)}
 REGIMES = {"onpolicy": ("sync_every=1",), "offline": ("sync_every=inf",)}
 REWARDS = ("R1", "R2")

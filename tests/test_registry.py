@@ -140,3 +140,21 @@ def test_figures_command_draws_a_suite_and_rejects_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["figures", "suite=nope"])
     assert "valid choices: kl_budget" in capsys.readouterr().err
+
+
+def test_a_finished_run_of_a_changed_arm_is_not_reused(tmp_path):
+    extra = [*TINY, "world.pretrain_steps=60"]
+    first = Suite("s", "q?", "p", (Arm("a", ("lr=0.001",)), Arm("b", ("data=replay", "data.path=@a"), needs=("a",))),
+                  base=("world=token_bandit",), profiles={"quick": ()})
+    assert set(run_suite(first, "quick", [0], None, extra, None, 1, tmp_path, log=print).values()) == {"done"}
+    again = run_suite(first, "quick", [0], None, extra, None, 1, tmp_path, log=print)
+    assert set(again.values()) == {"complete"}
+    moved = tmp_path.parent / (tmp_path.name + "_moved")  # a results root copied elsewhere is still reusable
+    tmp_path.rename(moved)
+    assert set(run_suite(first, "quick", [0], None, extra, None, 1, moved, log=print).values()) == {"complete"}
+    changed = Suite("s", "q?", "p", (Arm("a", ("lr=0.002",)), Arm("b", ("data=replay", "data.path=@a"), needs=("a",))),
+                    base=("world=token_bandit",), profiles={"quick": ()})
+    status = run_suite(changed, "quick", [0], None, extra, None, 1, moved, log=print)
+    by_arm = {key.split("/")[0]: outcome for key, outcome in status.items()}
+    assert "made with other settings (lr=0.001, lr=0.002)" in by_arm["a"]
+    assert by_arm["b"].startswith("skipped")
