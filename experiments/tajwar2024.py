@@ -28,13 +28,16 @@ SUITES = [
     ),
     Suite(
         name="sample_reuse",
-        question="At a fixed sample budget, how much does reusing each batch for T gradient steps cost?",
+        question="At a fixed sample budget, does taking T gradient steps on each batch (staler data) cost more "
+                 "when the optimum is unlikely under the reference?",
         paper="Tajwar et al. 2024 [C], sample reuse",
         base=("world=token_bandit", "algo=dpo", "sync_every=1"),
-        profiles=PROFILES,
-        # the same gradient steps and samples for every T: batches of 8*T prompts, each used for T steps
-        arms=tuple(Arm(f"T{t}_{w}", (f"reuse={t}", f"batch_size={8 * t}", f"reward={w}"),
-                       note=f"batches of {8 * t} prompts, {t} gradient steps each")
+        profiles={"quick": ("eval.prompts=128",), "full": ("eval.prompts=256",)},  # the arms fix the length
+        # the same samples for every T: 50 collected batches of 16 prompts x 2 samples (1,600 samples, short of
+        # the ~3,000 at which every arm saturates), each batch used for T gradient steps (so 50*T steps)
+        arms=tuple(Arm(f"T{t}_{w}", (f"reuse={t}", "batch_size=16", f"steps={50 * t}", f"eval.every={5 * t}",
+                                     f"reward={w}"),
+                       note=f"50 batches of 16 prompts, {t} gradient steps on each")
                    for w in REWARDS for t in (1, 2, 4, 8)),
         claims=(14,),
         figure="sample_reuse",
