@@ -36,7 +36,7 @@ def _guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, RewardError, SuiteError, FileNotFoundError) as e:
+        except (ConfigError, DataError, RewardError, SuiteError, FileNotFoundError, ImportError) as e:
             _fail(str(e))
 
     return wrapper

@@ -16,7 +16,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # run-name exclusions: settings that change where or how a run is written, not what it computes
 NOT_IN_NAME = ("paths.", "logger", "progress", "threads", "device", "save_", "checkpoint_every", "suite", "arm",
-               "seed", "hydra", "profile", "jobs", "seeds")
+               "seed", "hydra", "profile", "jobs", "seeds", "vllm.")
 
 
 class ConfigError(ValueError):
@@ -97,6 +97,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     _choice(cfg.logger.name, "logger", ["jsonl", "wandb"])
     _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
     _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
+    _choice(cfg.generator, "generator", ["hf", "vllm"])
+    if cfg.generator == "vllm" and cfg.get("sampler_from") is not None:
+        raise ConfigError("sampler_from holds several fixed samplers and needs generator=hf")
     _choice(cfg.algo.get("logp_reduction", "sum"), "algo.logp_reduction", ["sum", "mean"])
     if cfg.algo.name == "ipo":
         _choice(cfg.algo.form, "algo.form", ["tang", "azar"])

@@ -144,3 +144,90 @@ def _hf_generate(model, prompts, prompt_mask, rng, max_new_tokens, temperature, 
     tokens = tokens.masked_fill(~mask, pad_token_id)
     logps = token_logps(model, prompts, prompt_mask, tokens, mask, temperature=temperature)
     return tokens, logps, mask
+
+
+# ------------------------------------------------------------------------------------------------ vLLM backend
+ENGINE_MODEL_PATHS = (  # where a colocated vLLM engine keeps its torch model, newest layout first
+    "llm_engine.model_executor.driver_worker.worker.model_runner.model",  # V1 engine, in-process (vLLM >= 0.8)
+    "llm_engine.model_executor.driver_worker.model_runner.model",  # V0 engine
+)
+
+
+def vllm_engine(model_path: str, gpu_memory_utilization: float, dtype: str, seed: int):
+    """A colocated `vllm.LLM` and its `SamplingParams` class (the `vllm` extra). The V1 engine must run in this
+    process so that `sync_weights` can reach its model: VLLM_ENABLE_V1_MULTIPROCESSING=0, as TRL's colocate mode."""
+    import os
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as error:
+        raise ImportError("generator=vllm needs vLLM: pip install 'gapstudy[vllm]' (GPU machines only)") from error
+    engine = LLM(model=str(model_path), gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, seed=seed,
+                 enable_prefix_caching=True)
+    return engine, SamplingParams
+
+
+class VLLMGenerator:
+    """The `Generator` interface on a colocated vLLM engine: same sampling as HFGenerator (temperature, no top-k /
+    top-p truncation, up to max_new_tokens, stop at EOS), rows grouped by prompt, right-padded responses.
+
+    `sync_weights` pushes the policy's parameters into the running engine with the model's `load_weights`
+    (no engine reload), so `sync_every` means the same as with the HF backend; with sync_every=inf it is never
+    called. Log-probs of the sampled tokens come from vLLM (`logprobs=0`: the sampled token only).
+    """
+
+    def __init__(self, policy, engine, sampling_params, max_new_tokens: int, temperature: float, eos_token_id,
+                 pad_token_id: int):
+        self.engine = engine
+        self.sampling_params = sampling_params
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.version = 0
+        self.sync_weights(policy, 0)  # the engine loaded the checkpoint; start from the policy's exact weights
+
+    def engine_model(self):
+        for path in ENGINE_MODEL_PATHS:
+            obj = self.engine
+            try:
+                for attr in path.split("."):
+                    obj = getattr(obj, attr)
+                return obj
+            except AttributeError:
+                continue
+        raise RuntimeError("cannot reach the vLLM engine's model to sync weights (tried "
+                           f"{', '.join(ENGINE_MODEL_PATHS)}); run the engine in-process "
+                           "(VLLM_ENABLE_V1_MULTIPROCESSING=0) with a vLLM version that has one of these layouts")
+
+    @torch.no_grad()
+    def sync_weights(self, policy, version: int) -> None:
+        self.engine_model().load_weights((name, p.detach()) for name, p in policy.state_dict().items())
+        self.version = version
+
+    def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:
+        rows = prompts.tolist() if prompt_mask is None else [
+            [t for t, m in zip(ids, mask) if m] for ids, mask in zip(prompts.tolist(), prompt_mask.tolist())]
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
+        params = self.sampling_params(n=num_samples, temperature=self.temperature, top_p=1.0,
+                                      max_tokens=self.max_new_tokens, logprobs=0, seed=seed,
+                                      ignore_eos=self.eos_token_id is None, detokenize=False)
+        outputs = self.engine.generate([{"prompt_token_ids": ids} for ids in rows], params, use_tqdm=False)
+        N, L = len(rows) * num_samples, self.max_new_tokens
+        tokens = torch.full((N, L), self.pad_token_id, dtype=torch.long)
+        logps = torch.zeros(N, L)
+        mask = torch.zeros(N, L, dtype=torch.bool)
+        for i, request in enumerate(outputs):  # the engine returns requests in submission order
+            for j, completion in enumerate(request.outputs[:num_samples]):
+                ids = list(completion.token_ids)[:L]
+                row = i * num_samples + j
+                tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                mask[row, : len(ids)] = True
+                logps[row, : len(ids)] = torch.tensor(
+                    [entry[t].logprob for entry, t in zip(completion.logprobs, ids)], dtype=torch.float)
+        if prompts.device.type != "cpu":
+            tokens, logps, mask = tokens.to(prompts.device), logps.to(prompts.device), mask.to(prompts.device)
+        repeat = lambda t: t.repeat_interleave(num_samples, 0)
+        return Samples(repeat(prompts), None if prompt_mask is None else repeat(prompt_mask), tokens, mask, logps,
+                       self.version)

@@ -55,6 +55,13 @@ def make_sampler(cfg, world, policy, device):
     make = lambda model: HFGenerator(model, world.max_new_tokens, cfg.temperature, world.eos_token_id,
                                      world.pad_token_id)
     sources = cfg.get("sampler_from")
+    if cfg.generator == "vllm":
+        from gapstudy import generation
+
+        engine, params = generation.vllm_engine(cfg.init_from or world.policy_path, float(cfg.vllm.gpu_memory_utilization),
+                                                str(cfg.vllm.dtype), int(cfg.seed))
+        return generation.VLLMGenerator(policy, engine, params, world.max_new_tokens, cfg.temperature,
+                                        world.eos_token_id, world.pad_token_id)
     if sources is None:
         return make(policy)
     paths = [sources] if isinstance(sources, str) else list(sources)
