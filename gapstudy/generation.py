@@ -64,6 +64,14 @@ class HFGenerator:
             mine.copy_(theirs)
         self.version = version
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to sample exactly as before: the (possibly stale) weights and version."""
+        return {"weights": self.model.state_dict(), "version": self.version}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["weights"])
+        self.version = state["version"]
+
     def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:
         return sample(self.model, prompts, prompt_mask, num_samples, rng, self.max_new_tokens, self.temperature,
                       self.eos_token_id, self.pad_token_id, self.version)
@@ -80,6 +88,12 @@ class MixtureGenerator:
 
     def sync_weights(self, policy, version: int) -> None:
         raise RuntimeError("a mixture of fixed samplers is never synced (sampler_from needs sync_every=inf)")
+
+    def state_dict(self) -> dict:
+        return {}  # fixed policies, reloaded from their checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:
         k = len(self.members)
@@ -203,8 +217,19 @@ class VLLMGenerator:
 
     @torch.no_grad()
     def sync_weights(self, policy, version: int) -> None:
-        self.engine_model().load_weights((name, p.detach()) for name, p in policy.state_dict().items())
+        self._push(policy.state_dict())
         self.version = version
+
+    def _push(self, weights: dict) -> None:
+        self.engine_model().load_weights((name, t.detach()) for name, t in weights.items())
+        self._synced = {name: t.detach().to("cpu", copy=True) for name, t in weights.items()}  # for resuming
+
+    def state_dict(self) -> dict:
+        return {"weights": self._synced, "version": self.version}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._push(state["weights"])
+        self.version = state["version"]
 
     def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:
         rows = prompts.tolist() if prompt_mask is None else [

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from gapstudy import distributed
 from gapstudy.algorithms import ALGORITHMS, stats_to_metrics
 from gapstudy.evaluation import Evaluator
 from gapstudy.generation import HFGenerator, MixtureGenerator
@@ -80,6 +81,16 @@ def make_optimizer(cfg, policy):
     return torch.optim.Adam(params, lr=cfg.lr)
 
 
+class NullLogger:
+    """The logger of ranks other than 0: rank 0 writes every metric."""
+
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def make_logger(cfg, run_dir: Path):
     if cfg.logger.name == "wandb":
         return WandbLogger(run_dir, cfg.get("run_name") or run_dir.name,
@@ -99,7 +110,8 @@ def train(cfg, run_dir: Path) -> dict:
     """Run (or resume) one training run into run_dir; returns the final evaluation metrics."""
     run_dir = Path(run_dir)
     torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(cfg.device)
+    rank, world_size, device = distributed.setup(resolve_device(cfg.device))
+    main = rank == 0  # evaluates, logs and writes; every rank trains on its shard of the global batch
     results = Path(cfg.paths.results)
 
     #### SET-UP: everything that can reject the config runs before anything is written to run_dir ####
@@ -117,30 +129,31 @@ def train(cfg, run_dir: Path) -> dict:
     evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
     optimizer = make_optimizer(cfg, policy)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    pair_log = PairLogWriter(run_dir, bool(cfg.save_pair_log))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    pair_log = PairLogWriter(run_dir, bool(cfg.save_pair_log) and main)
     counters = {"samples": 0, "updates": 0, "seconds": 0.0}
     start = 0
     state_path = run_dir / "state.pt"
-    if state_path.exists():  # resume where the last checkpoint left off
+    if state_path.exists():  # resume where the last checkpoint left off (every rank reads rank 0's file)
         state = torch.load(state_path, weights_only=False)
         start, counters = state["step"], state["counters"]
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
         source.load_state_dict(state["source"])
         if sampler is not None:
-            sampler.model.load_state_dict(state["sampler"])
-            sampler.version = state["sampler_version"]
+            sampler.load_state_dict(state["sampler"])
         if reference is not anchor:
             reference.load_state_dict(state["reference"])
         pair_log.drop_after(start)
-        truncate_metrics(run_dir / "metrics.jsonl", start - 1)
-    elif (run_dir / "metrics.jsonl").exists():
+        if main:
+            truncate_metrics(run_dir / "metrics.jsonl", start - 1)
+    elif main and (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a run that died before its first checkpoint starts over
         pair_log.drop_after(0)
-    logger = make_logger(cfg, run_dir)
-    bar = _progress(cfg, start, steps)
+    logger = make_logger(cfg, run_dir) if main else NullLogger()
+    bar = _progress(cfg, start, steps, disable=not main)
     snapshots: dict[int, list] = {}  # step after which to save -> fractions of `steps`
     for fraction in cfg.get("snapshots") or ():
         snapshots.setdefault(max(1, round(float(fraction) * steps)), []).append(fraction)
@@ -149,7 +162,7 @@ def train(cfg, run_dir: Path) -> dict:
 
     for step in range(start, steps):
         #### BEGIN EVALUATION ####
-        if step == 0 or due(step, cfg.eval.every):
+        if main and (step == 0 or due(step, cfg.eval.every)):
             last_eval = evaluator(policy, step)
             logger.log(last_eval, step)
         #### END EVALUATION ####
@@ -162,24 +175,35 @@ def train(cfg, run_dir: Path) -> dict:
         if step > 0 and due(step, cfg.ref_sync_every):
             reference.load_state_dict(policy.state_dict())
         if step % int(cfg.reuse) == 0:  # a fresh batch, then `reuse` gradient steps on it
-            rows, info = source.rows(step, sampler)
+            rows, info = source.rows(step, sampler)  # the global batch: the same on every rank
             pair_log.write(rows)
             counters["samples"] += info["samples"]
-            batch = collate(rows, world.pad_token_id).to(device) if rows else None
+            local = distributed.shard(rows, rank, world_size)
+            batch = collate(local, world.pad_token_id).to(device) if local else None
             reference_logps = None
             if batch is not None and algorithm.needs_reference:
                 with torch.no_grad():
                     reference_logps = token_logps(reference, batch.prompts, batch.prompt_mask, batch.responses,
                                                   batch.response_mask)
-        if batch is None:  # every prompt was a tie: nothing to learn from this step
+        if not rows:  # every prompt was a tie: nothing to learn from this step
             logger.log({"train/examples": 0, "train/skipped": info["skipped"]}, step)
             continue
 
         #### LOSS AND UPDATE ####
-        policy_logps = token_logps(policy, batch.prompts, batch.prompt_mask, batch.responses, batch.response_mask)
-        loss, stats = algorithm.objective(batch, policy_logps, reference_logps, cfg.algo)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        n_local = 0 if batch is None else batch.responses.shape[0]
+        n_total = distributed.total(n_local, world_size, device)
+        if batch is not None:
+            policy_logps = token_logps(policy, batch.prompts, batch.prompt_mask, batch.responses, batch.response_mask)
+            loss, stats = algorithm.objective(batch, policy_logps, reference_logps, cfg.algo)
+            # this shard's share of the global-batch mean (exactly 1 with one process)
+            (loss * (n_local * world_size / n_total) if world_size > 1 else loss).backward()
+            local_means = {"train/loss": loss.item(), **stats_to_metrics(stats),
+                           "train/reward": float(batch.rewards.nanmean()) if not batch.rewards.isnan().all() else math.nan,
+                           "gen/length": float(batch.response_mask.sum(-1).float().mean())}
+        else:  # an empty shard still joins the gradient all-reduce
+            local_means = {}
+        distributed.average_gradients(policy, world_size)
         clip = float("inf") if cfg.grad_clip is None else float(cfg.grad_clip)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)
         optimizer.step()
@@ -187,28 +211,31 @@ def train(cfg, run_dir: Path) -> dict:
         counters["seconds"] += time.perf_counter() - tic
 
         #### LOG ####
-        known = batch.sampler_version >= 0
         metrics = {
-            "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
-            "train/examples": batch.n_pairs or int(batch.group.max()) + 1, "train/skipped": info["skipped"],
-            "train/reward": float(batch.rewards.nanmean()) if not batch.rewards.isnan().all() else math.nan,
-            "gen/length": float(batch.response_mask.sum(-1).float().mean()),
+            **distributed.weighted_means(local_means, n_local, n_total, world_size, device),
+            "train/grad_norm": float(grad_norm), "train/examples": len(rows), "train/skipped": info["skipped"],
             "counters/samples": counters["samples"], "counters/updates": counters["updates"],
-            "time/seconds": counters["seconds"], **stats_to_metrics(stats),
+            "time/seconds": counters["seconds"],
         }
+        versions = torch.tensor([-1 if r.get("sampler_version") is None else int(r["sampler_version"]) for r in rows])
+        known = versions >= 0
         if known.any():
-            metrics["gen/staleness"] = float((step - batch.sampler_version[known]).float().mean())
+            metrics["gen/staleness"] = float((step - versions[known]).float().mean())
         logger.log(metrics, step)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
                         kl=f"{last_eval.get('eval/kl', math.nan):.2f}", refresh=False)
-        for fraction in snapshots.get(step + 1, ()):  # e.g. the mid-run policy of Tang et al.'s step-800 datasets
+        for fraction in snapshots.get(step + 1, ()) if main else ():  # e.g. Tang et al.'s step-800 policy
             policy.save_pretrained(run_dir / f"snapshot-{fraction}")
-        if cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
+        if main and cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
             pair_log.flush()
             _save_state(state_path, step + 1, counters, policy, optimizer, source, sampler, reference, anchor)
 
     #### FINAL EVALUATION AND ARTIFACTS ####
+    if not main:
+        bar.close()
+        distributed.teardown(world_size)
+        return {}
     final = evaluator(policy, steps)
     logger.log(final, steps)
     pair_log.flush()
@@ -219,6 +246,7 @@ def train(cfg, run_dir: Path) -> dict:
     state_path.unlink(missing_ok=True)
     logger.close()
     bar.close()
+    distributed.teardown(world_size)
     return final
 
 
@@ -226,8 +254,7 @@ def _save_state(path, step, counters, policy, optimizer, source, sampler, refere
     state = {"step": step, "counters": dict(counters), "policy": policy.state_dict(),
              "optimizer": optimizer.state_dict(), "source": source.state_dict()}
     if sampler is not None:
-        state["sampler"] = sampler.model.state_dict()
-        state["sampler_version"] = sampler.version
+        state["sampler"] = sampler.state_dict()
     if reference is not anchor:
         state["reference"] = reference.state_dict()
     tmp = Path(path).with_suffix(".tmp")
@@ -235,8 +262,8 @@ def _save_state(path, step, counters, policy, optimizer, source, sampler, refere
     tmp.replace(path)
 
 
-def _progress(cfg, start: int, steps: int):
+def _progress(cfg, start: int, steps: int, disable: bool = False):
     from tqdm.auto import tqdm
 
-    return tqdm(total=steps, initial=start, disable=not cfg.progress, desc=cfg.get("run_name") or "train",
+    return tqdm(total=steps, initial=start, disable=disable or not cfg.progress, desc=cfg.get("run_name") or "train",
                 dynamic_ncols=True, leave=False)

@@ -66,10 +66,13 @@ def test_offline_sampler_never_moves_while_online_does(results):
     assert late(on) > early(on) + 0.05
 
 
-def test_resume_after_a_crash_matches_the_uninterrupted_run(results, monkeypatch):
+@pytest.mark.parametrize("regime", [["sync_every=1"], ["sync_every=3"], ["sync_every=inf", "sampler_from=[sft,sft]"]],
+                         ids=["online", "stale_sampler", "fixed_mixture"])
+def test_resume_after_a_crash_matches_the_uninterrupted_run(regime, results, monkeypatch):
     from gapstudy import sources
 
-    common = ["steps=10", "eval.every=3", "batch_size=8", "checkpoint_every=4", "seed=5"]
+    common = ["steps=10", "eval.every=3", "batch_size=8", "checkpoint_every=4", "seed=5", *regime]
+    results = results / f"resume_{len(regime)}_{regime[0].replace('=', '')}"
     _, _, whole = train_run(results, common + ["paths.results=" + str(results / "whole")])
     original = sources.OnPolicySource.rows
 
