@@ -59,6 +59,7 @@ def cmd_run(argv: list[str]) -> None:
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
     @_guarded
     def _task(cfg) -> None:
+        quiet_libraries()  # again: a launcher (joblib, submitit, ray) may run this in a fresh process
         overrides = list(HydraConfig.get().overrides.task)
         cfg, run_dir = prepare(overrides, cfg)
         final = execute(cfg, run_dir)

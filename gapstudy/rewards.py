@@ -75,8 +75,12 @@ def train_proxy(world, cfg, cache_root: Path, device="cpu") -> Path:
         # the reward model starts from the SFT policy's trunk (as in Tang et al. and Gao et al.), a fresh scalar head
         rm = AutoModelForSequenceClassification.from_pretrained(world.policy_path, num_labels=1).to(device)
         torch.manual_seed(0)
-        torch.nn.init.zeros_(rm.score.weight)
-        torch.nn.init.zeros_(rm.score.bias)
+        head = getattr(rm, "score", None)  # the scalar head of transformers' *ForSequenceClassification
+        if head is None:
+            raise RuntimeError(f"{type(rm).__name__} has no `score` head to train as a reward model")
+        torch.nn.init.zeros_(head.weight)
+        if getattr(head, "bias", None) is not None:  # most transformers classification heads have no bias
+            torch.nn.init.zeros_(head.bias)
         opt = torch.optim.Adam(rm.parameters(), lr=float(p.lr))
         n = gold.shape[0]
         first = torch.arange(0, 2 * n, 2)

@@ -41,7 +41,7 @@ def bad_datasets(tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["world=gridworld"], "world='gridworld' is invalid; valid choices: synth_lm, token_bandit"),
+    (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, synth_lm, token_bandit"),
     (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
     (["data=stream"], "data='stream' is invalid; valid choices: dataset, policy, replay"),
     (["logger=tensorboard"], "logger='tensorboard' is invalid; valid choices: jsonl, wandb"),
@@ -99,11 +99,15 @@ def test_the_console_script_exits_2_without_a_traceback(results):
 
 def test_every_config_group_option_composes_and_validates(finished):
     groups = {g: group_options(g) for g in ("world", "algo", "data", "logger")}
-    assert groups["world"] == ["synth_lm", "token_bandit"]
+    assert groups["world"] == ["hf", "synth_lm", "token_bandit"]
     assert sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir()) == sorted(groups)
+    # world=hf has required (???) settings; hub names validate without touching the network
+    required = {("world", "hf"): ["world.model=gpt2", "world.prompts.path=openai/gsm8k",
+                                  "world.prompts.answer_field=answer", "world.reward.kind=gsm8k"]}
     for group, options in groups.items():
         for option in options:
             extra = [f"data.path={finished}"] if group == "data" and option != "policy" else []
+            extra += required.get((group, option), [])
             cfg = validate(compose([f"{group}={option}", *extra]))
             key = "name" if group != "world" else "name"
             assert cfg[group][key] == option

@@ -20,6 +20,7 @@ from filelock import FileLock
 WORLDS: dict[str, tuple[str, str]] = {
     "token_bandit": ("gapstudy.worlds.token_bandit", "Tajwar et al.'s GPT-nano token bandit: 1-token prompts, 9-token responses, gold rewards R1/R2"),
     "synth_lm": ("gapstudy.worlds.synth_lm", "a tiny GPT pretrained in-process on math (verifiable) and chat (gold RM) prompts"),
+    "hf": ("gapstudy.worlds.hf", "a transformers causal LM by hub name or local path, prompts from a hub or local dataset, math-verify / GSM8K / reward-model rewards"),
 }
 
 
