@@ -41,7 +41,7 @@ def bad_datasets(tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, synth_lm, token_bandit"),
+    (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, qwen_chat, qwen_gsm8k, synth_lm, token_bandit"),
     (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
     (["data=stream"], "data='stream' is invalid; valid choices: dataset, policy, replay"),
     (["logger=tensorboard"], "logger='tensorboard' is invalid; valid choices: jsonl, wandb"),
