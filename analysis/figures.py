@@ -730,6 +730,9 @@ def regenerate(root: str | Path = "results", suite: str | None = None, profile: 
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(scorecard.report(data, name, figures=drawn, tables=tables), encoding="utf-8")
         written.append(report_path)
+    if suite is None:  # the whole picture: every claim, every suite
+        (root / "SCORECARD.md").write_text(scorecard.overview(df), encoding="utf-8")
+        written.append(root / "SCORECARD.md")
     timing = timings(root)
     if not timing.empty:
         written.extend(write_table(timing.set_index("suite"), root / "figures", "timings"))
