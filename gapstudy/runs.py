@@ -26,6 +26,25 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def code_version() -> str | None:
+    """The git commit of the gapstudy checkout that runs (`+dirty` with uncommitted changes); None outside git.
+    Saved in every run's config.yaml, so committed results name the code that made them."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here.parent), "status", "--porcelain", "--untracked-files=no", "--",
+                                "gapstudy", "configs", "experiments"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return commit.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def run_dir_for(cfg: DictConfig, name: str) -> Path:
     root = Path(cfg.paths.results)
     return root / cfg.suite / name if cfg.get("suite") else root / name
@@ -44,6 +63,7 @@ def prepare(overrides: list[str] | tuple[str, ...], cfg: DictConfig | None = Non
     with open_dict(cfg):
         cfg.run_name = name
         cfg.overrides = list(overrides)
+        cfg.code_version = code_version()
     return cfg, run_dir_for(cfg, name)
 
 

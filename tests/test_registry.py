@@ -73,6 +73,7 @@ def test_every_arm_of_every_suite_runs_two_steps(name, results):
         assert max(r["step"] for r in records) == 2
         cfg = (job.run_dir / "config.yaml").read_text()
         assert f"arm: {job.arm}" in cfg and f"suite: {name}" in cfg
+        assert "code_version: " in cfg  # the commit that made the run (None outside a git checkout)
     timing = json.loads((results / name / "timing-quick.json").read_text())
     assert len(timing["runs"]) == len(status)
 
