@@ -136,8 +136,8 @@ def default_budgets(df: pd.DataFrame, n: int = 8, x: str = "eval/kl") -> np.ndar
 
 def common_budgets(df: pd.DataFrame, arms: Sequence[str], n: int = 8, x: str = "eval/kl") -> np.ndarray:
     """Budgets over the KL range every one of `arms` covers: from the largest of the arms' smallest positive
-    KL to the smallest of their largest. Falls back to default_budgets of those arms when the ranges do not
-    overlap."""
+    KL to the smallest of their largest. When the ranges do not overlap there is no matched budget: a single
+    budget at the largest KL of all compares each arm's best value at any KL (its peak)."""
     sub = df[df["arm"].isin(arms)] if "arm" in df else df.iloc[0:0]
     lows, highs = [], []
     for arm in arms:
@@ -148,6 +148,8 @@ def common_budgets(df: pd.DataFrame, arms: Sequence[str], n: int = 8, x: str = "
         lows.append(max(values.min(), BUDGET_FLOOR * values.max()))
         highs.append(values.max())
     low, high = max(lows, default=np.nan), min(highs, default=np.nan)
-    if not (np.isfinite(low) and np.isfinite(high)) or low >= high:
+    if not (np.isfinite(low) and np.isfinite(high)):
         return default_budgets(sub, n=n, x=x)
+    if low >= high:  # disjoint KL ranges: compare peaks
+        return np.array([max(highs)])
     return np.geomspace(low, high, n)

@@ -149,6 +149,8 @@ def _budget_text(info: dict) -> str:
     budgets = info.get("budgets", np.array([]))
     if len(budgets) == 0:
         return "no KL budget reached by every arm and seed"
+    if len(budgets) == 1:
+        return f"the arms' KL ranges do not overlap: best values at any KL (≤ {budgets[0]:.3g} nats)"
     return f"mean over {len(budgets)} KL budgets in [{budgets.min():.3g}, {budgets.max():.3g}] nats"
 
 

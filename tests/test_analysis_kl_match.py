@@ -73,3 +73,15 @@ def test_bootstrap_ci_of_a_difference_of_two_samples():
                                     lambda a, b: np.mean(a) - np.mean(b), n_boot=500)
     assert value == pytest.approx(1.0) and 0.8 <= low <= value <= high <= 1.2
     assert np.isnan(bootstrap_ci(np.array([0.3]))[1])
+
+
+def test_common_budgets_compare_peaks_when_the_kl_ranges_do_not_overlap():
+    import pandas as pd
+
+    from analysis.kl_match import common_budgets
+
+    df = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "eval/kl": [0.0, 0.2, 0.5, 0.0, 4.0, 9.0]})
+    assert common_budgets(df, ["a", "b"]).tolist() == [9.0]  # disjoint: one budget covering every checkpoint
+    overlapping = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "eval/kl": [0.0, 1.0, 5.0, 0.0, 2.0, 9.0]})
+    budgets = common_budgets(overlapping, ["a", "b"], n=4)
+    assert budgets[0] == pytest.approx(2.0) and budgets[-1] == pytest.approx(5.0) and len(budgets) == 4
