@@ -1,4 +1,5 @@
-"""The face of gapstudy: `gapstudy run | list | bench`. The only module that knows about the command line.
+"""The face of gapstudy: `gapstudy run | train-rm | list | demo | figures | bench`. The only module that knows
+about the command line.
 
 `gapstudy run KEY=VALUE ...` hands its arguments to hydra (override syntax, `-m` multirun, `--cfg job`), so a
 sweep is `gapstudy run -m algo=dpo,ipo sync_every=1,inf`. Bad settings end with one line on stderr and status 2.
@@ -14,7 +15,10 @@ USAGE = """usage: gapstudy COMMAND [ARGS]
 commands:
   run KEY=VALUE ...   one training run (hydra overrides; -m for a multirun sweep)
   run suite=NAME ...  every arm of a registered suite (profile=quick|full seeds=0,1,2 jobs=N arm=A,B)
-  list                the worlds, algorithms, regimes and data sources
+  train-rm KEY=VALUE ...
+                      a Bradley-Terry reward model on a preference dataset (data.path=... rm.out=DIR; rm.* in
+                      configs/config.yaml), for labeller=proxy proxy.path=DIR
+  list                the worlds, algorithms, regimes, data sources and labellers
   demo [KEY=VALUE]    online vs offline DPO on token_bandit R1: a table of final gold reward, win rate, KL
   figures [suite=NAME] [paths.results=DIR] [profile=full|quick|all]
                       paper-style figures, tables and REPORT.md from the runs under the results root
@@ -89,7 +93,11 @@ def cmd_list(argv: list[str]) -> None:
     print("data sources (data=...):")
     for name, (_, desc) in SOURCES.items():
         print(f"  {name:<12} {desc}")
-    print("labellers (labeller=...): gold (the world's gold reward) | proxy (a Bradley-Terry RM trained on gold-labelled reference pairs)")
+    from gapstudy.config import LABELLERS
+
+    print("labellers (labeller=...):")
+    for name, desc in LABELLERS.items():
+        print(f"  {name:<12} {desc}")
     from experiments import SUITES
 
     print("suites (gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]):")
@@ -97,6 +105,20 @@ def cmd_list(argv: list[str]) -> None:
         print(f"  {suite.name:<16} {suite.question}")
         print(f"  {'':<16} {suite.paper}; claims {', '.join(map(str, suite.claims))}; arms: "
               f"{', '.join(a.name for a in suite.arms)}")
+
+
+def cmd_train_rm(argv: list[str]) -> None:
+    """`gapstudy train-rm KEY=VALUE ...`: hydra-style overrides composed like `run`'s (data=dataset by default)."""
+    from gapstudy.config import ConfigError, compose, validate_rm
+    from gapstudy.rewards import train_reward_model
+
+    flags = [a for a in argv if a.startswith("-")]
+    if flags:
+        raise ConfigError(f"train-rm: {flags[0]!r} is invalid; valid: KEY=VALUE overrides (no multirun)")
+    overrides = argv if any(a.lstrip("+").startswith("data=") for a in argv) else ["data=dataset", *argv]
+    cfg = validate_rm(compose(overrides))
+    out = train_reward_model(cfg, command=" ".join(["gapstudy train-rm", *argv]))
+    print(out)
 
 
 DEMO = ["world=token_bandit", "reward=R1", "algo=dpo", "suite=demo"]  # runs land in <results>/demo/
@@ -159,7 +181,8 @@ def cmd_bench(argv: list[str]) -> None:
     bench(argv)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "demo": cmd_demo, "figures": cmd_figures, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "train-rm": cmd_train_rm, "list": cmd_list, "demo": cmd_demo, "figures": cmd_figures,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,7 +93,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         world_module.validate(cfg)  # world-specific settings (token_bandit's reward, synth_lm's task)
     _choice(cfg.algo.name, "algo", list(ALGORITHMS))
     _choice(cfg.data.name, "data", list(SOURCES))
-    _choice(cfg.labeller, "labeller", ["gold", "proxy"])
+    _choice(cfg.labeller, "labeller", list(LABELLERS))
+    _check_labeller(cfg)
     _choice(cfg.logger.name, "logger", ["jsonl", "wandb"])
     _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
     _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
@@ -135,6 +136,74 @@ def validate(cfg: DictConfig) -> DictConfig:
     for fraction in cfg.get("snapshots") or ():
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ConfigError(f"snapshots: {fraction!r} is invalid; valid: fractions of steps in (0, 1]")
+    return cfg
+
+
+LABELLERS = {
+    "gold": "the world's gold reward",
+    "proxy": "a Bradley-Terry RM trained on gold-labelled reference pairs, or proxy.path (gapstudy train-rm)",
+    "judge": "a pairwise LLM judge (judge.model), both response orders, inconsistent verdicts are ties",
+}
+
+
+def _check_labeller(cfg) -> None:
+    """proxy.path must be a directory; labeller=judge needs judge.model and a usable template."""
+    path = OmegaConf.select(cfg, "proxy.path")
+    if path is not None:
+        if not Path(str(path)).expanduser().exists():
+            raise ConfigError(f"proxy.path={path!r} does not exist")
+        if not Path(str(path)).expanduser().is_dir():
+            raise ConfigError(f"proxy.path={path!r} is not a directory; valid: a reward model directory written by "
+                              "gapstudy train-rm")
+    if cfg.labeller != "judge":
+        return
+    j = cfg.judge
+    if not j.model or not isinstance(j.model, str):
+        raise ConfigError("labeller=judge needs judge.model (a causal LM's hub name or local directory)")
+    if j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().exists():
+        raise ConfigError(f"judge.model={j.model!r} does not exist")
+    from gapstudy.judge import check_template
+
+    check_template(j.template)
+    tokens = j.tokens
+    if isinstance(tokens, str) or len(tokens) != 2 or not all(isinstance(t, str) and t for t in tokens):
+        raise ConfigError(f"judge.tokens={OmegaConf.to_container(tokens) if not isinstance(tokens, str) else tokens!r}"
+                          " is invalid; valid: two verdict strings, e.g. [A, B]")
+    _positive_int(cfg, "judge.batch_size")
+
+
+def validate_rm(cfg: DictConfig) -> DictConfig:
+    """The settings `gapstudy train-rm` reads: the world's tokenizer, data.* (a preference dataset) and rm.*."""
+    from gapstudy.worlds import WORLDS
+
+    _choice(cfg.world.name, "world", list(WORLDS))
+    _choice(cfg.data.name, "data", ["dataset"])
+    for key in ("data.path", "rm.out") + (("world.model",) if cfg.world.name == "hf" else ()):
+        if OmegaConf.select(cfg, key, throw_on_missing=False) is None:  # ??? or null
+            raise ConfigError(f"train-rm needs {key} (give it as {key}=...)")
+    if not Path(str(cfg.data.path)).exists():
+        raise ConfigError(f"data.path={cfg.data.path!r} does not exist")
+    world_module = importlib.import_module(WORLDS[cfg.world.name][0])
+    if cfg.world.name != "hf" and hasattr(world_module, "validate"):
+        world_module.validate(cfg)  # the built worlds' own settings (token_bandit's reward, synth_lm's task)
+    if cfg.world.name == "hf":
+        w = cfg.world
+        if not (w.chat_template == "auto" or isinstance(w.chat_template, bool)):
+            raise ConfigError(f"world.chat_template={w.chat_template!r} is invalid; valid choices: auto, true, false")
+        if str(w.model).startswith(("/", "./", "../", "~")) and not Path(str(w.model)).expanduser().exists():
+            raise ConfigError(f"world.model={w.model!r} does not exist")
+    base = cfg.rm.base
+    if base is not None and str(base).startswith(("/", "./", "../", "~")) and not Path(str(base)).expanduser().exists():
+        raise ConfigError(f"rm.base={base!r} does not exist")
+    for key in ("rm.epochs", "rm.batch_size", "threads"):
+        _positive_int(cfg, key)
+    _positive_int(cfg, "seed", minimum=0)
+    if isinstance(cfg.rm.lr, bool) or not isinstance(cfg.rm.lr, (int, float)) or cfg.rm.lr <= 0:
+        raise ConfigError(f"rm.lr={cfg.rm.lr!r} is invalid; valid: a positive number")
+    fraction = cfg.rm.eval_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"rm.eval_fraction={fraction!r} is invalid; valid: a number in [0, 1)")
+    _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
     return cfg
 
 

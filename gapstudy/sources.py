@@ -200,6 +200,47 @@ def _read_table(path: Path):
                     "shards, or a datasets folder saved with save_to_disk")
 
 
+def _is_messages(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def read_preference_rows(data_cfg, tokenizer, eos_token_id, encode_prompt=None) -> list[dict]:
+    """The pairs of a preference dataset (`data.path` with its prompt/chosen/rejected field mapping) as pair rows of
+    token ids, the format every source yields. Fields hold token-id lists or text: text is tokenised with the
+    world's tokenizer (no special tokens; responses end with EOS, as sampled responses do), or, for prompts, with
+    `encode_prompt(value) -> ids` when given (world=hf's chat template; it also takes chat-message lists)."""
+    d = data_cfg
+    table = _read_table(Path(d.path))
+    if not table:
+        raise DataError(f"dataset {d.path} is empty")
+    fields = {"prompt": d.prompt_field, "chosen": d.chosen_field, "rejected": d.rejected_field}
+    missing = [f for f in fields.values() if f not in table[0]]
+    if missing:
+        raise DataError(f"dataset {d.path} lacks field(s) {', '.join(missing)}; it has: {', '.join(table[0])}")
+
+    def ids(value, is_response):
+        if not is_response and encode_prompt is not None and (isinstance(value, str) or _is_messages(value)):
+            return list(encode_prompt(value))
+        if isinstance(value, str):
+            out = tokenizer.encode(value, add_special_tokens=False)
+            if is_response and eos_token_id is not None:
+                out = out + [eos_token_id]
+            return out
+        if _is_messages(value):
+            raise DataError(f"dataset {d.path}: a field holds chat messages, which need a chat template "
+                            "(world=hf); valid: text or token-id lists")
+        return [int(t) for t in value]
+
+    return [
+        {"step": r.get("step", -1), "prompt": ids(r[fields["prompt"]], False),
+         "chosen": ids(r[fields["chosen"]], True), "rejected": ids(r[fields["rejected"]], True),
+         "chosen_reward": r.get("chosen_reward"), "rejected_reward": r.get("rejected_reward"),
+         "chosen_logps": None, "rejected_logps": None, "sampler_version": r.get("sampler_version"),
+         "task": r.get("task", "default")}
+        for r in table
+    ]
+
+
 class DatasetSource:
     """A fixed preference dataset, read in seeded random order, epoch after epoch."""
 
@@ -209,34 +250,9 @@ class DatasetSource:
         if pair_kind != "pairs":
             raise DataError(f"data=dataset holds preference pairs; algo={cfg.algo.name} needs groups of samples "
                             "(use data=policy or data=replay of a group run)")
-        d = cfg.data
-        table = _read_table(Path(d.path))
-        if not table:
-            raise DataError(f"dataset {d.path} is empty")
-        fields = {"prompt": d.prompt_field, "chosen": d.chosen_field, "rejected": d.rejected_field}
-        missing = [f for f in fields.values() if f not in table[0]]
-        if missing:
-            raise DataError(f"dataset {d.path} lacks field(s) {', '.join(missing)}; it has: {', '.join(table[0])}")
-        tok = world.tokenizer
-
-        def ids(value, is_response):
-            if isinstance(value, str):
-                out = tok.encode(value, add_special_tokens=False)
-                if is_response and world.eos_token_id is not None:
-                    out = out + [world.eos_token_id]
-                return out
-            return [int(t) for t in value]
-
-        self.rows_all = [
-            {"step": r.get("step", -1), "prompt": ids(r[fields["prompt"]], False),
-             "chosen": ids(r[fields["chosen"]], True), "rejected": ids(r[fields["rejected"]], True),
-             "chosen_reward": r.get("chosen_reward"), "rejected_reward": r.get("rejected_reward"),
-             "chosen_logps": None, "rejected_logps": None, "sampler_version": r.get("sampler_version"),
-             "task": r.get("task", "default")}
-            for r in table
-        ]
+        self.rows_all = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id)
         self.batch_size = int(cfg.batch_size)
-        self.shuffle = bool(d.shuffle)
+        self.shuffle = bool(cfg.data.shuffle)
         self.rng = random.Random(seed)
         self.order: list[int] = []
 

@@ -315,18 +315,25 @@ def _context_length(model: str) -> int | None:
                  if isinstance(getattr(config, k, None), int)), None)
 
 
+def prompt_encoder(w) -> tuple[object, PromptEncoder]:
+    """The tokenizer of `world.model` and the encoder that renders prompts as the policy sees them (the chat
+    template per world.chat_template, world.system_prompt); shared by `build` and `gapstudy train-rm`."""
+    model = str(w.model)
+    tokenizer = _load_tokenizer(model)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if w.chat_template is True and not has_template:
+        raise _error(f"world.chat_template=true but the tokenizer of {model} has no chat_template; valid: auto, false")
+    return tokenizer, PromptEncoder(tokenizer, has_template if w.chat_template == "auto" else bool(w.chat_template),
+                                    w.system_prompt)
+
+
 def build(cfg, cache_root: Path) -> World:
     w = cfg.world
     validate(cfg)
     p = w.prompts
     kind = w.reward.kind
     model = str(w.model)
-    tokenizer = _load_tokenizer(model)
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if w.chat_template is True and not has_template:
-        raise _error(f"world.chat_template=true but the tokenizer of {model} has no chat_template; valid: auto, false")
-    encode = PromptEncoder(tokenizer, has_template if w.chat_template == "auto" else bool(w.chat_template),
-                           w.system_prompt)
+    tokenizer, encode = prompt_encoder(w)
 
     cache_dir = str(Path(cache_root) / ".cache" / "datasets")
     fields = {"field": p.field, "answer_field": p.answer_field if kind in VERIFIERS else None,
