@@ -37,6 +37,17 @@ def load_policy(path, device):
     return AutoModelForCausalLM.from_pretrained(path).to(device)
 
 
+def disable_dropout(model) -> None:
+    """Dropout off, as TRL's preference trainers do by default: the policy's log-probs in the loss then match the
+    sampler's and the reference's (both evaluated without dropout), and runs replay exactly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for key in ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
+        if isinstance(getattr(model.config, key, None), float):
+            setattr(model.config, key, 0.0)  # a saved checkpoint keeps it off
+
+
 def frozen(model):
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
@@ -117,7 +128,10 @@ def train(cfg, run_dir: Path) -> dict:
     #### SET-UP: everything that can reject the config runs before anything is written to run_dir ####
     world = build_world(cfg, results)
     algorithm = ALGORITHMS[cfg.algo.name]
+    torch.manual_seed(int(cfg.seed))  # the global stream (dropout, if kept) starts from the run's seed
     policy = load_policy(cfg.init_from or world.policy_path, device)
+    if cfg.get("disable_dropout", True):
+        disable_dropout(policy)
     anchor = frozen(policy)  # pi_init: the KL anchor of evaluation and, unless it syncs, the reference
     reference = anchor if math.isinf(cfg.ref_sync_every) else frozen(policy)
     baseline = anchor if cfg.eval.baseline is None else frozen(load_policy(_policy_path(cfg.eval.baseline, world),

@@ -240,6 +240,24 @@ def test_every_algorithm_and_regime_runs_end_to_end(assets, tmp_path, algo, sync
     assert (run_dir / "final.json").exists()
 
 
+def test_replay_and_dataset_regimes_run_end_to_end(assets, tmp_path):
+    """The other two data regimes on a real-model world: the online run's pair log replayed (in order it reproduces
+    the run), and a fixed preference dataset of text pairs in a local jsonl."""
+    common = ["steps=2", "batch_size=4", "lr=0.01"]  # a step large enough to move the policy measurably
+    online_dir, online, _ = train_run(tmp_path, gsm8k_overrides(assets, *common), fast=FAST)
+    replay_dir, replayed, _ = train_run(tmp_path, gsm8k_overrides(assets, *common, "data=replay",
+                                                                  f"data.path={online_dir}"), fast=FAST)
+    assert replay_dir != online_dir and online["eval/kl"] > 1e-3
+    assert replayed["eval/kl"] == pytest.approx(online["eval/kl"], rel=1e-4)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "chosen": f" {i + 1}",
+                                         "rejected": f" {i + 2}"}) + "\n" for i in range(6)))
+    _, _, records = train_run(tmp_path, gsm8k_overrides(assets, "steps=2", "batch_size=2", "data=dataset",
+                                                        f"data.path={pairs}"), fast=FAST)
+    losses = series(records, "train/loss")
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
 def test_reward_model_run_end_to_end(assets, tmp_path):
     overrides = gsm8k_overrides(assets, "world.reward.kind=model", f"world.reward.model={assets['rm']}",
                                 "world.prompts.answer_field=null", "steps=2", "batch_size=2")
