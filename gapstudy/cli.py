@@ -126,14 +126,18 @@ DEMO = ["world=token_bandit", "reward=R1", "algo=dpo", "suite=demo"]  # runs lan
 
 def cmd_demo(argv: list[str]) -> None:
     """The README's main job: the same loop twice, the sampler synced every step (online) or never (offline)."""
+    import shutil
     import time
 
-    from gapstudy.runs import run
+    from gapstudy.runs import execute, prepare
 
     rows = []
     for label, sync in (("online", "1"), ("offline", "inf")):
         tic = time.perf_counter()
-        run_dir, final = run([*DEMO, f"sync_every={sync}", *argv])
+        cfg, run_dir = prepare([*DEMO, f"sync_every={sync}", *argv])
+        if run_dir.exists():  # the demo always trains: its own earlier run (e.g. the committed one) is replaced
+            shutil.rmtree(run_dir)
+        final = execute(cfg, run_dir)
         rows.append((label, sync, final, time.perf_counter() - tic, run_dir))
     print(f"\n{'regime':<9}{'sync_every':>11}{'gold_reward':>13}{'win_rate':>10}{'kl':>9}{'seconds':>9}")
     for label, sync, final, seconds, _ in rows:

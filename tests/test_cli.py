@@ -138,3 +138,17 @@ def test_run_and_multirun_from_the_command_line(results, capsys):
     # running a finished run again is free and prints its final metrics
     cli.main(["run", f"paths.results={root}", *FAST, "steps=2", "eval.every=0", "algo=dpo", "sync_every=1"])
     assert "win_rate=" in capsys.readouterr().out
+
+
+def test_demo_prints_the_table_and_always_trains_afresh(tmp_path, capsys):
+    args = ["steps=3", "eval.every=0", "eval.prompts=8", "world.pretrain_steps=60", "progress=false",
+            f"paths.results={tmp_path}"]
+    cli.main(["demo", *args])
+    first = capsys.readouterr().out
+    assert "online" in first and "offline" in first and "gold_reward" in first
+    runs = sorted((tmp_path / "demo").iterdir())
+    assert [r.name.split("sync_every-")[1].split("__")[0] for r in runs] == ["1", "inf"]
+    marker = runs[0] / "marker"
+    marker.write_text("an earlier run")
+    cli.main(["demo", *args])  # a finished earlier demo run is replaced, not reused
+    assert not marker.exists() and (runs[0] / "final.json").exists()
