@@ -12,14 +12,15 @@ import itertools
 import json
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import PLACEHOLDER, PROFILES, SUITES, Suite
 from gapstudy.config import run_name, shorten
 
-RUNNER_KEYS = ("suite", "profile", "seeds", "jobs", "arm")  # consumed by the runner, never passed to a run
+RUNNER_KEYS = ("suite", "profile", "seeds", "jobs", "arm", "executor", "address")  # the runner's, not a run's
+EXECUTORS = ("process", "submitit_local", "submitit_slurm", "ray")
 
 
 class SuiteError(ValueError):
@@ -134,9 +135,68 @@ def _spawn_context():
     return multiprocessing.get_context("spawn")
 
 
+class _RayHandle:
+    """A Ray object ref with the two methods the runner uses (done, result)."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def done(self) -> bool:
+        import ray
+
+        return bool(ray.wait([self.ref], timeout=0)[0])
+
+    def result(self):
+        import ray
+
+        return ray.get(self.ref)
+
+
+class _ClusterExecutor:
+    """Runs of a suite as cluster jobs: submitit (its local executor, or SLURM) or Ray tasks on a running cluster.
+    Each job runs `_execute` on a worker that imports gapstudy from the same environment; the results root must be
+    on a filesystem every worker sees (the runs pass pair logs and checkpoints through it)."""
+
+    def __init__(self, kind: str, root: Path, address: str | None):
+        self.kind = kind
+        if kind.startswith("submitit"):
+            import submitit
+
+            self.executor = submitit.AutoExecutor(folder=str(root / ".submitit"),
+                                                  cluster="local" if kind == "submitit_local" else "slurm")
+            self.executor.update_parameters(timeout_min=24 * 60, nodes=1, tasks_per_node=1, cpus_per_task=1)
+        else:
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            self.remote = ray.remote(num_cpus=1)(_execute)
+
+    def submit(self, fn, *args):
+        if self.kind.startswith("submitit"):
+            return self.executor.submit(fn, *args)
+        return _RayHandle(self.remote.remote(*args))
+
+    def shutdown(self, cancel_futures: bool = True) -> None:
+        pass  # submitted cluster jobs belong to the cluster; a re-run skips what they finished
+
+
+def _wait_any(running: dict) -> list:
+    """The handles in `running` that have finished (blocks until one has)."""
+    handles = list(running)
+    if all(isinstance(h, Future) for h in handles):
+        return list(wait(handles, return_when=FIRST_COMPLETED)[0])
+    while True:
+        done = [h for h in handles if h.done()]
+        if done:
+            return done
+        time.sleep(0.5)
+
+
 def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: dict | None, jobs: int,
-              root: str | Path, log=print) -> dict[str, str]:
-    """Run the planned jobs; returns key -> "done" | "skipped (complete)" | "failed: ..." | "skipped: needs ..."."""
+              root: str | Path, log=print, executor: str = "process", address: str | None = None) -> dict[str, str]:
+    """Run the planned jobs, at most `jobs` at a time, in this process (jobs=1), in local processes, or as cluster
+    jobs (`executor`); returns key -> "done" | "complete" | "failed: ..." | "skipped: needs ..."."""
     from gapstudy.config import compose
     from gapstudy.runs import is_complete
 
@@ -149,7 +209,12 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
     running: dict = {}
     started = time.perf_counter()
     total = len(planned)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context()) if jobs > 1 else None
+    if executor not in EXECUTORS:
+        raise SuiteError(f"executor={executor!r} is invalid; valid choices: {', '.join(EXECUTORS)}")
+    if executor != "process":
+        pool = _ClusterExecutor(executor, Path(root), address)
+    else:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context()) if jobs > 1 else None
 
     def finish(job: Job, outcome: str, final: dict | None, spent: float) -> None:
         status[job.key] = outcome
@@ -194,8 +259,7 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
                     running[pool.submit(_execute, job.overrides, job.name, True, job.run_dir)] = (job, time.perf_counter())
                     progressed = True
             if running and (not progressed or len(running) >= jobs or not pending):
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
+                for future in _wait_any(running):
                     job, tic = running.pop(future)
                     try:
                         finish(job, "done", future.result(), time.perf_counter() - tic)
@@ -248,7 +312,8 @@ def _write_timing(root: Path, suite: Suite, profile: str, planned, status, secon
 
 
 def main(argv: list[str], multirun: bool = False) -> int:
-    """`gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B] [overrides]`."""
+    """`gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]
+    [executor=process|submitit_local|submitit_slurm|ray [address=HOST:PORT]] [overrides]`."""
     from gapstudy.config import ConfigError, compose
 
     opts, rest = parse(argv)
@@ -272,9 +337,10 @@ def main(argv: list[str], multirun: bool = False) -> int:
             grid[key] = value.split(",")
         else:
             extra.append(item)
-    root = compose(extra).paths.results
+    root = Path(compose([*suite.base, *extra]).paths.results).resolve()  # absolute: cluster workers run elsewhere
     try:
-        status = run_suite(suite, profile, seeds, arms, extra, grid or None, jobs, root)
+        status = run_suite(suite, profile, seeds, arms, extra, grid or None, jobs, root,
+                           executor=opts.get("executor", "process"), address=opts.get("address"))
     except ConfigError:
         raise
     failed = {k: v for k, v in status.items() if v.startswith(("failed", "skipped:"))}
