@@ -86,6 +86,17 @@ def _with_samples(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _mean_band(ax, curve: pd.DataFrame, x: str, arm: str, label: str, alpha: float):
+    """An arm's seed-mean line over `x` with a ±1 s.e. band where the s.e. is defined; returns the line."""
+    color = arm_color(arm)
+    (line,) = ax.plot(curve[x], curve["mean"], color=color, linestyle=arm_linestyle(arm), label=label)
+    band = curve[np.isfinite(curve["sem"])]
+    if not band.empty:
+        ax.fill_between(band[x], band["mean"] - band["sem"], band["mean"] + band["sem"], color=color, alpha=alpha,
+                        linewidth=0)
+    return line
+
+
 def _smooth_train(df: pd.DataFrame, key: str) -> pd.DataFrame:
     """Training metrics are logged every step and noisy: a per-run running mean over ~2% of the run."""
     if not key.startswith("train/"):
@@ -470,12 +481,7 @@ def curves_vs_step(df: pd.DataFrame, metrics: Sequence[str] = ("eval/gold_reward
             curve = _seed_mean_band(runs, key, x)
             if curve.empty:
                 continue
-            color = arm_color(arm)
-            (line,) = ax.plot(curve[x], curve["mean"], color=color, linestyle=arm_linestyle(arm), label=arm_label(arm))
-            band = curve[np.isfinite(curve["sem"])]
-            if not band.empty:
-                ax.fill_between(band[x], band["mean"] - band["sem"], band["mean"] + band["sem"], color=color,
-                                alpha=0.18, linewidth=0)
+            line = _mean_band(ax, curve, x, arm, arm_label(arm), alpha=0.18)
             handles.setdefault(arm, line)
             drawn = True
         ax.set_ylabel(metric_label(keys.pop() if len(keys) == 1 else metric))  # the key actually drawn
@@ -567,13 +573,8 @@ def bandit_curves(df: pd.DataFrame, metric: str = "eval/gold_reward", x: str = "
             curve = _seed_mean_band(runs[runs[key].notna() & runs[x].notna()], key, x)
             if curve.empty:
                 continue
-            color = arm_color(arm)
             label = re.sub(r"\s*\(R\d\)$", "", arm_label(arm))
-            (line,) = ax.plot(curve[x], curve["mean"], color=color, linestyle=arm_linestyle(arm), label=label)
-            band = curve[np.isfinite(curve["sem"])]
-            if not band.empty:
-                ax.fill_between(band[x], band["mean"] - band["sem"], band["mean"] + band["sem"], color=color,
-                                alpha=0.15, linewidth=0)
+            line = _mean_band(ax, curve, x, arm, label, alpha=0.15)
             handles.setdefault(label, line)
             drawn = True
         if not drawn:
