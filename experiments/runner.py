@@ -314,7 +314,7 @@ def _write_timing(root: Path, suite: Suite, profile: str, planned, status, secon
 def main(argv: list[str], multirun: bool = False) -> int:
     """`gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]
     [executor=process|submitit_local|submitit_slurm|ray [address=HOST:PORT]] [overrides]`."""
-    from gapstudy.config import ConfigError, compose
+    from gapstudy.config import compose
 
     opts, rest = parse(argv)
     suite = get_suite(opts["suite"])
@@ -338,11 +338,8 @@ def main(argv: list[str], multirun: bool = False) -> int:
         else:
             extra.append(item)
     root = Path(compose([*suite.base, *extra]).paths.results).resolve()  # absolute: cluster workers run elsewhere
-    try:
-        status = run_suite(suite, profile, seeds, arms, extra, grid or None, jobs, root,
-                           executor=opts.get("executor", "process"), address=opts.get("address"))
-    except ConfigError:
-        raise
+    status = run_suite(suite, profile, seeds, arms, extra, grid or None, jobs, root,
+                       executor=opts.get("executor", "process"), address=opts.get("address"))
     failed = {k: v for k, v in status.items() if v.startswith(("failed", "skipped:"))}
     done = sum(v in ("done", "complete") for v in status.values())
     print(f"{suite.name}: {done}/{len(status)} runs complete under {Path(root) / suite.name}"

@@ -194,12 +194,11 @@ def _rm_tokenizer(cfg):
         from gapstudy.worlds.hf import prompt_encoder
 
         tokenizer, encoder = prompt_encoder(cfg.world)
-        return tokenizer, (lambda value: encoder(value)[0]), tokenizer.eos_token_id, tokenizer.pad_token_id, \
-            str(cfg.world.model)
+        return tokenizer, encoder.ids, tokenizer.eos_token_id, tokenizer.pad_token_id, str(cfg.world.model)
     from gapstudy.worlds import build_world
 
     world = build_world(cfg, Path(cfg.paths.results))
-    return world.tokenizer, None, world.eos_token_id, world.pad_token_id, str(world.policy_path)
+    return world.tokenizer, world.encode_prompt, world.eos_token_id, world.pad_token_id, str(world.policy_path)
 
 
 def train_reward_model(cfg, command: str | None = None, log=print) -> Path:

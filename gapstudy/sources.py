@@ -250,7 +250,7 @@ class DatasetSource:
         if pair_kind != "pairs":
             raise DataError(f"data=dataset holds preference pairs; algo={cfg.algo.name} needs groups of samples "
                             "(use data=policy or data=replay of a group run)")
-        self.rows_all = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id)
+        self.rows_all = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt)
         self.batch_size = int(cfg.batch_size)
         self.shuffle = bool(cfg.data.shuffle)
         self.rng = random.Random(seed)

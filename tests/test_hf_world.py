@@ -252,10 +252,18 @@ def test_replay_and_dataset_regimes_run_end_to_end(assets, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "chosen": f" {i + 1}",
                                          "rejected": f" {i + 2}"}) + "\n" for i in range(6)))
-    _, _, records = train_run(tmp_path, gsm8k_overrides(assets, "steps=2", "batch_size=2", "data=dataset",
-                                                        f"data.path={pairs}"), fast=FAST)
+    dataset_overrides = gsm8k_overrides(assets, "steps=2", "batch_size=2", "data=dataset", f"data.path={pairs}")
+    dataset_dir, _, records = train_run(tmp_path, dataset_overrides, fast=FAST)
     losses = series(records, "train/loss")
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    # text prompts of a preference dataset are rendered as the policy sees prompts: with the chat template
+    from gapstudy.sources import read_pair_log
+
+    world = world_for(assets, tmp_path, dataset_overrides)
+    templated = {tuple(world.encode_prompt(f"What is {i} + 1?")) for i in range(6)}
+    logged = {tuple(row["prompt"]) for batch in read_pair_log(dataset_dir) for row in batch}
+    assert logged and logged <= templated
+    assert world.tokenizer.decode(next(iter(logged))).startswith("<bos>[user]What is")
 
 
 def test_reward_model_run_end_to_end(assets, tmp_path):

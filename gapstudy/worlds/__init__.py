@@ -41,6 +41,9 @@ class World:
     gold: Callable[..., torch.Tensor]
     binary_tasks: frozenset = field(default_factory=frozenset)  # tasks whose gold reward is a 0/1 verifier
     tasks: tuple[str, ...] = ("default",)
+    # text or chat messages -> prompt token ids as the policy sees them (world=hf: its chat template); None: the
+    # tokenizer's plain encoding. Used for the text prompts of preference datasets (data=dataset, train-rm).
+    encode_prompt: Callable | None = None
 
 
 def build_world(cfg, cache_root: Path) -> World:

@@ -142,6 +142,10 @@ class PromptEncoder:
             ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         return list(ids), text, messages
 
+    def ids(self, value) -> list[int]:
+        """Only the token ids: the World's `encode_prompt` (preference datasets, train-rm)."""
+        return self(value)[0]
+
 
 # ---------------------------------------------------------------- gold rewards
 def _rows(prompts, prompt_mask) -> list[tuple[int, ...]]:
@@ -432,4 +436,5 @@ def build(cfg, cache_root: Path) -> World:
         gold=gold,
         binary_tasks=frozenset(tasks) if kind in VERIFIERS else frozenset(),
         tasks=tasks,
+        encode_prompt=encode.ids,
     )
