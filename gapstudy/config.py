@@ -146,6 +146,20 @@ LABELLERS = {
 }
 
 
+LOCAL_PREFIXES = ("/", "./", "../", "~")  # a hub name never starts so: such a value is meant as a local path
+
+
+def check_name_or_path(key: str, value) -> None:
+    """A hub name or a local path: a value written as a local path must exist (hub names are checked on load)."""
+    if str(value).startswith(LOCAL_PREFIXES) and not Path(str(value)).expanduser().exists():
+        raise ConfigError(f"{key}={value!r} does not exist")
+
+
+def check_chat_template(value) -> None:
+    if not (value == "auto" or isinstance(value, bool)):
+        raise ConfigError(f"world.chat_template={value!r} is invalid; valid choices: auto, true, false")
+
+
 def _check_labeller(cfg) -> None:
     """proxy.path must be a directory; labeller=judge needs judge.model and a usable template."""
     path = OmegaConf.select(cfg, "proxy.path")
@@ -160,8 +174,7 @@ def _check_labeller(cfg) -> None:
     j = cfg.judge
     if not j.model or not isinstance(j.model, str):
         raise ConfigError("labeller=judge needs judge.model (a causal LM's hub name or local directory)")
-    if j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().exists():
-        raise ConfigError(f"judge.model={j.model!r} does not exist")
+    check_name_or_path("judge.model", j.model)
     from gapstudy.judge import check_template
 
     check_template(j.template)
@@ -187,14 +200,10 @@ def validate_rm(cfg: DictConfig) -> DictConfig:
     if cfg.world.name != "hf" and hasattr(world_module, "validate"):
         world_module.validate(cfg)  # the built worlds' own settings (token_bandit's reward, synth_lm's task)
     if cfg.world.name == "hf":
-        w = cfg.world
-        if not (w.chat_template == "auto" or isinstance(w.chat_template, bool)):
-            raise ConfigError(f"world.chat_template={w.chat_template!r} is invalid; valid choices: auto, true, false")
-        if str(w.model).startswith(("/", "./", "../", "~")) and not Path(str(w.model)).expanduser().exists():
-            raise ConfigError(f"world.model={w.model!r} does not exist")
-    base = cfg.rm.base
-    if base is not None and str(base).startswith(("/", "./", "../", "~")) and not Path(str(base)).expanduser().exists():
-        raise ConfigError(f"rm.base={base!r} does not exist")
+        check_chat_template(cfg.world.chat_template)
+        check_name_or_path("world.model", cfg.world.model)
+    if cfg.rm.base is not None:
+        check_name_or_path("rm.base", cfg.rm.base)
     for key in ("rm.epochs", "rm.batch_size", "threads"):
         _positive_int(cfg, key)
     _positive_int(cfg, "seed", minimum=0)

@@ -51,7 +51,9 @@ def _first_line(e: BaseException) -> str:
 
 def _looks_local(value: str) -> bool:
     """A value meant as a local path (a hub name is never absolute or relative-dotted)."""
-    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+    from gapstudy.config import LOCAL_PREFIXES
+
+    return value.startswith(LOCAL_PREFIXES) or Path(value).exists()
 
 
 # ---------------------------------------------------------------- data
@@ -263,9 +265,10 @@ def _positive_int(value, key: str, minimum: int = 1, allow_null: bool = False) -
 
 def validate(cfg) -> None:
     """Cheap checks of world.* (nothing is loaded here)."""
+    from gapstudy.config import check_chat_template, check_name_or_path
+
     w = cfg.world
-    if not (w.chat_template == "auto" or isinstance(w.chat_template, bool)):
-        raise _error(f"world.chat_template={w.chat_template!r} is invalid; valid choices: auto, true, false")
+    check_chat_template(w.chat_template)
     kind = w.reward.kind
     if kind not in REWARD_KINDS:
         raise _error(f"world.reward.kind={kind!r} is invalid; valid choices: {', '.join(REWARD_KINDS)}")
@@ -279,9 +282,8 @@ def validate(cfg) -> None:
                        ("world.prompts.eval_path", w.prompts.eval_path), ("world.reward.model", w.reward.model)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise _error(f"{key}={value!r} is invalid; valid: a hub name or a local path")
-        if isinstance(value, str) and value.startswith(("/", "./", "../", "~")) and \
-                not Path(value).expanduser().exists():
-            raise _error(f"{key}={value!r} does not exist")
+        if value is not None:
+            check_name_or_path(key, value)
     _positive_int(w.max_new_tokens, "world.max_new_tokens")
     _positive_int(w.max_prompt_tokens, "world.max_prompt_tokens")
     _positive_int(w.reward.batch_size, "world.reward.batch_size")
