@@ -66,7 +66,6 @@ def make_sampler(cfg, world, policy, device):
     sub-optimal data."""
     make = lambda model: HFGenerator(model, world.max_new_tokens, cfg.temperature, world.eos_token_id,
                                      world.pad_token_id)
-    sources = cfg.get("sampler_from")
     if cfg.generator == "vllm":
         from gapstudy import generation
 
@@ -74,6 +73,7 @@ def make_sampler(cfg, world, policy, device):
                                                 str(cfg.vllm.dtype), int(cfg.seed))
         return generation.VLLMGenerator(policy, engine, params, world.max_new_tokens, cfg.temperature,
                                         world.eos_token_id, world.pad_token_id)
+    sources = cfg.get("sampler_from")
     if sources is None:
         return make(policy)
     paths = [sources] if isinstance(sources, str) else list(sources)
