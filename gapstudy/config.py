@@ -128,11 +128,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check_sampler_from(cfg)
     tasks = cfg.eval.get("tasks")
     if tasks is not None:
-        world_tasks = getattr(world_module, "TASKS", ("default",))
-        bad = [t for t in ([tasks] if isinstance(tasks, str) else tasks) if t not in world_tasks]
-        if bad or isinstance(tasks, str):
-            raise ConfigError(f"eval.tasks={list(tasks) if not isinstance(tasks, str) else tasks!r} is invalid; "
-                              f"valid: a list of {', '.join(world_tasks)}")
+        # worlds with fixed families check names here; world=hf's come from its data (checked by the Evaluator)
+        world_tasks = getattr(world_module, "TASKS", None)
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        bad = [t for t in names if not isinstance(t, str) or (world_tasks is not None and t not in world_tasks)]
+        if bad or isinstance(tasks, str) or not names:
+            valid = f"a list of {', '.join(world_tasks)}" if world_tasks else "a non-empty list of task names"
+            raise ConfigError(f"eval.tasks={tasks if isinstance(tasks, str) else names!r} is invalid; valid: {valid}")
     for fraction in cfg.get("snapshots") or ():
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ConfigError(f"snapshots: {fraction!r} is invalid; valid: fractions of steps in (0, 1]")

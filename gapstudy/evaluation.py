@@ -21,6 +21,11 @@ def win_rate(policy_rewards: torch.Tensor, baseline_rewards: torch.Tensor) -> fl
 class Evaluator:
     def __init__(self, cfg, world, anchor, baseline, proxy=None, device="cpu"):
         keep = cfg.eval.get("tasks")  # null = every family of the world
+        if keep is not None and set(keep) - set(world.tasks):
+            from gapstudy.config import ConfigError
+
+            raise ConfigError(f"eval.tasks: {', '.join(sorted(set(keep) - set(world.tasks)))} not among this world's "
+                              f"prompt families; valid: {', '.join(world.tasks)}")
         rows = [i for i, t in enumerate(world.eval_tasks) if keep is None or t in keep]
         n = min(int(cfg.eval.prompts), len(rows))
         rows = rows[:n]

@@ -313,3 +313,16 @@ def test_bad_settings_name_the_value_and_the_choices(assets, tmp_path):
         world_for(assets, tmp_path, gsm8k_overrides(assets, f"world.prompts.path={empty}"))
     with pytest.raises(ConfigError, match="eval_size=12 leaves no training prompts"):
         world_for(assets, tmp_path, gsm8k_overrides(assets, "world.prompts.eval_size=12"))
+
+
+def test_eval_tasks_take_the_families_a_task_field_names(assets, tmp_path):
+    """eval.tasks may name families that exist only in the data (task_field); unknown ones fail before any run dir."""
+    chat = ["world=hf", f"world.model={assets['model']}", f"world.prompts.path={assets['chat']}",
+            "world.prompts.field=messages", "world.prompts.answer_field=ref", "world.prompts.eval_split=test",
+            "world.reward.kind=math_verify", "world.prompts.task_field=ref", "world.max_new_tokens=4",
+            "steps=1", "batch_size=2"]
+    _, final, _ = train_run(tmp_path, [*chat, "eval.tasks=[x,z]"], fast=FAST)
+    assert {k.split("/")[1] for k in final if k.count("/") == 2} == {"x", "z"}  # y is not evaluated
+    with pytest.raises(ConfigError, match=r"eval.tasks: nope not among this world's prompt families; valid: a, b"):
+        train_run(tmp_path / "bad", [*chat, "eval.tasks=[x,nope]"], fast=FAST)
+    assert not (tmp_path / "bad").exists() or not any(p.name != ".cache" for p in (tmp_path / "bad").iterdir())
