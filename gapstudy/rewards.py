@@ -210,13 +210,13 @@ def train_reward_model(cfg, command: str | None = None, log=print) -> Path:
     of `rm.batch_size` pairs. Each epoch logs the mean train loss and the held-out pair accuracy. The model, the
     world's tokenizer and rm_info.json go to `rm.out`, a directory `labeller=proxy proxy.path=...` loads."""
     from gapstudy.loop import resolve_device
-    from gapstudy.sources import DataError, collate, read_preference_rows
+    from gapstudy.sources import DataError, collate, dataset_cache_dir, read_preference_rows
 
     r = cfg.rm
     torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
     tokenizer, encode, eos, pad, policy = _rm_tokenizer(cfg)
-    pairs = read_preference_rows(cfg.data, tokenizer, eos, encode)
+    pairs = read_preference_rows(cfg.data, tokenizer, eos, encode, dataset_cache_dir(cfg))
     order = list(range(len(pairs)))
     random.Random(int(cfg.seed)).shuffle(order)
     fraction = float(r.eval_fraction)

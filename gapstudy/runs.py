@@ -24,6 +24,9 @@ def quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import datasets  # its "Generating split" bars would bury a one-line error (data=dataset, world=hf prompts)
+
+    datasets.disable_progress_bars()
 
 
 def code_version() -> str | None:

@@ -7,7 +7,6 @@ online run" true by construction.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -167,78 +166,193 @@ class OnPolicySource:
         return rows, info
 
 
-def _read_table(path: Path):
-    """jsonl / json / parquet file, a folder of parquet shards, or a `datasets` dataset saved to disk -> list of dicts."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
-            from datasets import load_from_disk
+# ---------------------------------------------------------------- reading datasets
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
-            return load_from_disk(str(path)).to_list()
-        shards = sorted(path.glob("*.parquet"))
-        if not shards and (path / "pairs").is_dir():
-            shards = sorted((path / "pairs").glob("*.parquet"))
-        if not shards:
-            raise DataError(f"{path} holds no pair log or dataset (no *.parquet files, no pairs/ folder)")
-        import pyarrow.parquet as pq
 
-        rows = []
-        for shard in shards:
-            rows += pq.read_table(shard).to_pylist()
-        return rows
-    if path.suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def load_records(path, split: str = "train", subset: str | None = None, cache_dir: str | None = None, *, key: str):
+    """A `datasets.Dataset` of the rows at `path`: a local file (by extension), a folder saved with `save_to_disk`
+    (a DatasetDict gives its `split`), a folder of data files (laid out like a hub repo), or else a hub dataset name.
+    World prompts (world=hf) and preference datasets (data=dataset) both load here. `key` is the setting that named
+    `path` (e.g. `data.path`); errors name it and its split setting, and are ConfigErrors."""
+    import datasets
+
+    from gapstudy.config import LOCAL_PREFIXES, ConfigError
+
+    split_key = key[: -len("path")] + "split"  # data.path -> data.split, world.prompts.eval_path -> ..eval_split
+    local = Path(str(path)).expanduser()
+    try:
+        if local.is_file():
+            builder = LOCAL_FORMATS.get(local.suffix.lower())
+            if builder is None:
+                raise ConfigError(f"{key}={str(path)!r}: unsupported file type {local.suffix!r}; valid: "
+                                  f"{', '.join(LOCAL_FORMATS)}, a save_to_disk folder or a hub dataset name")
+            if local.stat().st_size == 0:
+                raise ConfigError(f"{key}={str(path)!r} is empty")
+            # a single file has one split, whatever the split setting says
+            return datasets.load_dataset(builder, data_files=str(local), split="train", cache_dir=cache_dir)
+        if local.is_dir():
+            if any((local / name).exists() for name in ("dataset_dict.json", "state.json", "dataset_info.json")):
+                data = datasets.load_from_disk(str(local))
+                if isinstance(data, datasets.DatasetDict):
+                    if split not in data:
+                        raise ConfigError(f"{split_key}={split!r} is not a split of {path}; valid choices: "
+                                          f"{', '.join(data)}")
+                    data = data[split]
+                return data
+            return datasets.load_dataset(str(local), subset, split=split, cache_dir=cache_dir)
+        if str(path).startswith(LOCAL_PREFIXES):  # written as a local path: never a hub name
+            raise ConfigError(f"{key}={str(path)!r} does not exist")
+        return datasets.load_dataset(str(path), subset, split=split, cache_dir=cache_dir)  # a hub name
+    except ConfigError:
+        raise
+    except Exception as e:
+        if not local.exists() and isinstance(e, (ConnectionError, FileNotFoundError)):
+            raise ConfigError(f"{key}={str(path)!r} is neither a local path nor a dataset reachable on the hub (or in "
+                              f"the cache {cache_dir}): {first_line(e)}") from None
+        if isinstance(e, ValueError) and not local.is_file():  # "Unknown split": name the setting, list the splits
             try:
-                return [json.loads(line) for line in f if line.strip()]
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} is not valid jsonl: {e}") from None
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+                splits = datasets.get_dataset_split_names(str(local) if local.exists() else str(path), subset)
+            except Exception:
+                splits = None
+            if splits and split not in splits:
+                raise ConfigError(f"{split_key}={split!r} is not a split of {path}; valid choices: "
+                                  f"{', '.join(splits)}") from None
+        if "corresponds to no data" in str(e):  # datasets' words for a split with no rows
+            raise ConfigError(f"{key}={str(path)!r} is empty (no rows in split {split!r})") from None
+        raise ConfigError(f"{key}={str(path)!r} (split {split!r}) could not be loaded: {first_line(e)}") from None
 
-        return pq.read_table(path).to_pylist()
-    raise DataError(f"{path}: unsupported format {path.suffix!r}; valid: .jsonl, .json, .parquet, a folder of parquet "
-                    "shards, or a datasets folder saved with save_to_disk")
+
+def _pair_log_folder(path) -> Path | None:
+    """A run directory's pairs/ folder, or `path` itself when it holds PairLogWriter's steps-*.parquet shards."""
+    path = Path(str(path)).expanduser()
+    for folder in (path / "pairs", path):
+        if folder.is_dir() and any(folder.glob("steps-*.parquet")):
+            return folder
+    return None
+
+
+def _read_shards(folder: Path) -> list[dict]:
+    # shard by shard with pyarrow: a column that is null in one shard and typed in another is fine here
+    import pyarrow.parquet as pq
+
+    return [row for shard in sorted(folder.glob("*.parquet")) for row in pq.read_table(shard).to_pylist()]
 
 
 def _is_messages(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
 
 
-def read_preference_rows(data_cfg, tokenizer, eos_token_id, encode_prompt=None) -> list[dict]:
-    """The pairs of a preference dataset (`data.path` with its prompt/chosen/rejected field mapping) as pair rows of
-    token ids, the format every source yields. Fields hold token-id lists or text: text is tokenised with the
-    world's tokenizer (no special tokens; responses end with EOS, as sampled responses do), or, for prompts, with
-    `encode_prompt(value) -> ids` when given (world=hf's chat template; it also takes chat-message lists)."""
+def _turns(value) -> list[dict] | None:
+    """A prompt value as chat turns (text is one user turn) for comparing prompts; None for token ids."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if _is_messages(value):
+        return [{"role": m.get("role"), "content": m.get("content")} for m in value]
+    return None
+
+
+def read_preference_rows(data_cfg, tokenizer, eos_token_id, encode_prompt=None, cache_dir=None) -> list[dict]:
+    """The pairs of a preference dataset (`data.path` with its split, subset and prompt/chosen/rejected field
+    mapping) as pair rows of token ids, the format every source yields.
+
+    chosen / rejected hold text, token-id lists, or chat messages [{role, content}] (TRL's conversational format):
+    a response is the content of the trailing assistant turn. Text responses are tokenised without special tokens
+    and end with EOS, as sampled responses do. The prompt is the prompt field (text, messages or token ids), or,
+    with `data.prompt_field=null`, the chat turns chosen and rejected share before their replies (TRL's implicit
+    prompt). Text and message prompts go through `encode_prompt(value) -> ids` when given (world=hf's chat
+    template); without it, text is tokenised plainly and messages cannot be rendered."""
     d = data_cfg
-    table = _read_table(Path(d.path))
+    folder = _pair_log_folder(d.path)
+    if folder is not None:  # a run's pair log is a preference dataset too
+        table, columns = _read_shards(folder), None
+    else:
+        data = load_records(d.path, d.get("split", "train"), d.get("subset"), cache_dir, key="data.path")
+        table, columns = data.to_list(), data.column_names
     if not table:
         raise DataError(f"dataset {d.path} is empty")
+    columns = columns or list(table[0])
     fields = {"prompt": d.prompt_field, "chosen": d.chosen_field, "rejected": d.rejected_field}
-    missing = [f for f in fields.values() if f not in table[0]]
+    missing = [f for f in fields.values() if f is not None and f not in columns]
     if missing:
-        raise DataError(f"dataset {d.path} lacks field(s) {', '.join(missing)}; it has: {', '.join(table[0])}")
+        raise DataError(f"dataset {d.path} lacks field(s) {', '.join(missing)}; it has: {', '.join(columns)}")
 
-    def ids(value, is_response):
-        if not is_response and encode_prompt is not None and (isinstance(value, str) or _is_messages(value)):
-            return list(encode_prompt(value))
-        if isinstance(value, str):
-            out = tokenizer.encode(value, add_special_tokens=False)
-            if is_response and eos_token_id is not None:
-                out = out + [eos_token_id]
-            return out
-        if _is_messages(value):
-            raise DataError(f"dataset {d.path}: a field holds chat messages, which need a chat template "
-                            "(world=hf); valid: text or token-id lists")
+    def token_ids(value, field):
+        if not isinstance(value, (list, tuple)):
+            raise DataError(f"dataset {d.path}: a {field} value is a {type(value).__name__}; valid: text, token ids "
+                            "or chat messages [{role, content}]")
         return [int(t) for t in value]
 
-    return [
-        {"step": r.get("step", -1), "prompt": ids(r[fields["prompt"]], False),
-         "chosen": ids(r[fields["chosen"]], True), "rejected": ids(r[fields["rejected"]], True),
-         "chosen_reward": r.get("chosen_reward"), "rejected_reward": r.get("rejected_reward"),
-         "chosen_logps": None, "rejected_logps": None, "sampler_version": r.get("sampler_version"),
-         "task": r.get("task", "default")}
-        for r in table
-    ]
+    def prompt_ids(value):
+        if encode_prompt is not None and (isinstance(value, str) or _is_messages(value)):
+            return list(encode_prompt(value))
+        if _is_messages(value):
+            raise DataError(f"dataset {d.path}: its prompts are chat messages, which need a chat template to become "
+                            "tokens; valid: world=hf with a tokenizer that has one, or text / token-id prompts")
+        if isinstance(value, str):
+            return tokenizer.encode(value, add_special_tokens=False)
+        return token_ids(value, fields["prompt"])
+
+    def response_ids(value, field):
+        if isinstance(value, str):
+            ids = tokenizer.encode(value, add_special_tokens=False)
+            return ids + [eos_token_id] if eos_token_id is not None else ids
+        return token_ids(value, field)
+
+    def reply(value, field):
+        """A conversation -> (the turns before the reply, the reply's text)."""
+        turns = _turns(value)
+        if turns[-1]["role"] != "assistant" or not isinstance(turns[-1]["content"], str):
+            raise DataError(f"dataset {d.path}: a {field} conversation ends with a {turns[-1]['role']!r} turn; "
+                            "valid: chat messages ending with the assistant's reply (text)")
+        return turns[:-1], turns[-1]["content"]
+
+    def pair(i, r):
+        chosen, rejected = r[fields["chosen"]], r[fields["rejected"]]
+        prompt = r[fields["prompt"]] if fields["prompt"] is not None else None
+        if _is_messages(chosen) or _is_messages(rejected):
+            if not (_is_messages(chosen) and _is_messages(rejected)):
+                raise DataError(f"dataset {d.path}: one of {fields['chosen']} / {fields['rejected']} holds chat "
+                                "messages and the other does not; valid: both or neither")
+            before, chosen = reply(chosen, fields["chosen"])
+            rejected_before, rejected = reply(rejected, fields["rejected"])
+            if before != rejected_before:
+                raise DataError(f"dataset {d.path}: row {i}'s chosen and rejected conversations differ before their "
+                                f"replies, so they answer different prompts: {str(before)[:100]} vs "
+                                f"{str(rejected_before)[:100]}")
+            if prompt is None:  # the implicit prompt: the shared turns
+                if not before:
+                    raise DataError(f"dataset {d.path}: data.prompt_field=null but a chosen conversation holds only "
+                                    "the reply; name the prompt column with data.prompt_field")
+                prompt = before
+            elif before and _turns(prompt) != before:
+                raise DataError(f"dataset {d.path}: row {i}'s {fields['prompt']} field disagrees with the turns before "
+                                "the replies in chosen/rejected; set data.prompt_field=null to take the prompt from them")
+        elif prompt is None:
+            raise DataError(f"dataset {d.path}: data.prompt_field=null needs chosen/rejected as chat messages (the "
+                            "prompt is the turns they share); implicit prompts in plain text (Anthropic/hh-rlhf) are "
+                            "not supported: give a prompt column")
+        return (prompt_ids(prompt), response_ids(chosen, fields["chosen"]),
+                response_ids(rejected, fields["rejected"]))
+
+    rows = []
+    for i, r in enumerate(table):
+        prompt, chosen, rejected = pair(i, r)
+        rows.append({"step": r.get("step", -1), "prompt": prompt, "chosen": chosen, "rejected": rejected,
+                     "chosen_reward": r.get("chosen_reward"), "rejected_reward": r.get("rejected_reward"),
+                     "chosen_logps": None, "rejected_logps": None, "sampler_version": r.get("sampler_version"),
+                     "task": r.get("task", "default")})
+    return rows
+
+
+def dataset_cache_dir(cfg) -> str:
+    """Where hub datasets are downloaded and local files converted: <paths.results>/.cache/datasets (as world=hf)."""
+    return str(Path(cfg.paths.results) / ".cache" / "datasets")
 
 
 class DatasetSource:
@@ -250,7 +364,8 @@ class DatasetSource:
         if pair_kind != "pairs":
             raise DataError(f"data=dataset holds preference pairs; algo={cfg.algo.name} needs groups of samples "
                             "(use data=policy or data=replay of a group run)")
-        self.rows_all = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt)
+        self.rows_all = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt,
+                                             dataset_cache_dir(cfg))
         self.batch_size = int(cfg.batch_size)
         self.shuffle = bool(cfg.data.shuffle)
         self.rng = random.Random(seed)
@@ -295,7 +410,7 @@ def read_pair_log(path) -> list[list[dict]]:
     folder = path / "pairs" if (path / "pairs").is_dir() else path
     if not folder.is_dir() or not sorted(folder.glob("*.parquet")):
         raise DataError(f"no pair log at {path} (expected a run directory with pairs/*.parquet)")
-    rows = _read_table(folder)
+    rows = _read_shards(folder)
     batches: dict[int, list[dict]] = {}
     for r in rows:
         batches.setdefault(int(r["step"]), []).append(r)
@@ -335,7 +450,7 @@ class ReplaySource:
 # data name -> (class, one-line description)
 SOURCES = {
     "policy": (OnPolicySource, "fresh samples every step from the sampler, synced to the policy every sync_every steps"),
-    "dataset": (DatasetSource, "a fixed preference dataset (jsonl, parquet, datasets folder) with prompt/chosen/rejected"),
+    "dataset": (DatasetSource, "a fixed preference dataset (hub name, jsonl, parquet, datasets folder) with prompt/chosen/rejected"),
     "replay": (ReplaySource, "an earlier run's pair log, in original order or shuffled within replay.shuffle_window batches"),
 }
 

@@ -16,7 +16,9 @@ from gapstudy.config import CONFIG_DIR, ConfigError, compose, group_options, val
 
 
 def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    """Every file a run wrote; caches may grow (a bad dataset is converted by `datasets` before its fields are checked)."""
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] != ".cache"}
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:

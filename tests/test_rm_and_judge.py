@@ -98,7 +98,8 @@ def trained_rm(assets, preferences, tmp_path_factory):
     out = tmp_path_factory.mktemp("rm") / "marker_rm"
     argv = ["train-rm", "world=hf", f"world.model={assets['model']}", f"data.path={preferences}",
             "data.prompt_field=question", "data.chosen_field=good", "data.rejected_field=bad", f"rm.out={out}",
-            "rm.epochs=4", "rm.lr=0.003", "rm.batch_size=8", "rm.eval_fraction=0.25", "device=cpu"]
+            "rm.epochs=4", "rm.lr=0.003", "rm.batch_size=8", "rm.eval_fraction=0.25", "device=cpu",
+            f"paths.results={out.parent}"]  # the dataset cache (.cache/datasets) lands here, not in ./results
     return out, argv
 
 
@@ -350,7 +351,7 @@ def test_bad_labeller_settings_name_the_value(assets, tmp_path, capsys):
 
 
 def test_bad_train_rm_input_stops_with_one_line(assets, preferences, tmp_path, capsys):
-    base = ["train-rm", "world=hf", f"world.model={assets['model']}"]
+    base = ["train-rm", "world=hf", f"world.model={assets['model']}", f"paths.results={tmp_path}"]
     cases = [
         ([], "train-rm needs data.path (give it as data.path=...)"),
         ([f"data.path={preferences}"], "train-rm needs rm.out (give it as rm.out=...)"),

@@ -31,68 +31,17 @@ from pathlib import Path
 
 import torch
 
+from gapstudy.sources import first_line, load_records
 from gapstudy.verifiers import VERIFIERS
 from gapstudy.worlds import World
 
 REWARD_KINDS = (*VERIFIERS, "model")
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 def _error(message: str):
     from gapstudy.config import ConfigError
 
     return ConfigError(message)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
-
-
-def _looks_local(value: str) -> bool:
-    """A value meant as a local path (a hub name is never absolute or relative-dotted)."""
-    from gapstudy.config import LOCAL_PREFIXES
-
-    return value.startswith(LOCAL_PREFIXES) or Path(value).exists()
-
-
-# ---------------------------------------------------------------- data
-def load_records(path: str, split: str = "train", subset: str | None = None, cache_dir: str | None = None):
-    """A `datasets.Dataset` of the prompt rows at `path`: a local file (by extension), a folder saved with
-    `save_to_disk` (a DatasetDict gives its `split`), a folder of data files, or else a hub dataset name."""
-    import datasets
-
-    key = "world.prompts.path"
-    local = Path(str(path)).expanduser()
-    try:
-        if local.is_file():
-            builder = LOCAL_FORMATS.get(local.suffix.lower())
-            if builder is None:
-                raise _error(f"{key}={str(path)!r}: unsupported file type {local.suffix!r}; valid: "
-                             f"{', '.join(LOCAL_FORMATS)}, a save_to_disk folder or a hub dataset name")
-            if local.stat().st_size == 0:
-                raise _error(f"{key}={str(path)!r} is empty")
-            # a single file has one split, whatever world.prompts.split says
-            return datasets.load_dataset(builder, data_files=str(local), split="train", cache_dir=cache_dir)
-        if local.is_dir():
-            if any((local / name).exists() for name in ("dataset_dict.json", "state.json", "dataset_info.json")):
-                data = datasets.load_from_disk(str(local))
-                if isinstance(data, datasets.DatasetDict):
-                    if split not in data:
-                        raise _error(f"world.prompts.split={split!r} is not a split of {path}; valid choices: "
-                                     f"{', '.join(data)}")
-                    data = data[split]
-                return data
-            return datasets.load_dataset(str(local), subset, split=split, cache_dir=cache_dir)
-        if _looks_local(str(path)):
-            raise _error(f"{key}={str(path)!r} does not exist")
-        return datasets.load_dataset(str(path), subset, split=split, cache_dir=cache_dir)  # a hub name
-    except Exception as e:
-        from gapstudy.config import ConfigError
-
-        if isinstance(e, ConfigError):
-            raise
-        raise _error(f"{key}={str(path)!r} (split {split!r}) could not be loaded: {_first_line(e)}") from None
 
 
 def _check_fields(data, path, fields: dict[str, str | None]) -> None:
@@ -138,7 +87,7 @@ class PromptEncoder:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             if not isinstance(value, str):
-                raise _error("world.prompts.field holds chat messages, which need a chat template; valid: "
+                raise _error("a prompt holds chat messages, which need a chat template; valid: "
                              "world.chat_template=auto|true with a tokenizer that has one")
             text = f"{self.system_prompt}\n\n{value}" if self.system_prompt else value
             ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -199,7 +148,7 @@ class RewardModelReward:
             self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         except Exception as e:
             raise _error(f"world.reward.model={path!r} could not be loaded as a sequence-classification model: "
-                         f"{_first_line(e)}") from None
+                         f"{first_line(e)}") from None
         for p in self.model.parameters():
             p.requires_grad_(False)
         try:
@@ -300,7 +249,7 @@ def _load_tokenizer(model: str):
         tokenizer = AutoTokenizer.from_pretrained(model)
     except Exception as e:
         raise _error(f"world.model={model!r} could not be loaded (not a local model directory, and not on the hub "
-                     f"or in the local hub cache): {_first_line(e)}") from None
+                     f"or in the local hub cache): {first_line(e)}") from None
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise _error(f"world.model={model!r}: its tokenizer has neither a pad nor an eos token")
@@ -344,7 +293,7 @@ def build(cfg, cache_root: Path) -> World:
     cache_dir = str(Path(cache_root) / ".cache" / "datasets")
     fields = {"field": p.field, "answer_field": p.answer_field if kind in VERIFIERS else None,
               "task_field": p.task_field}
-    data = load_records(p.path, p.split, p.get("subset"), cache_dir)
+    data = load_records(p.path, p.split, p.get("subset"), cache_dir, key="world.prompts.path")
     _check_fields(data, p.path, fields)
     order = list(range(len(data)))
     random.Random(int(w.build_seed)).shuffle(order)
@@ -352,7 +301,7 @@ def build(cfg, cache_root: Path) -> World:
     eval_split = p.eval_split or p.split
     eval_size = int(p.eval_size)
     if (str(eval_path), eval_split) != (str(p.path), p.split):  # a separate evaluation source
-        eval_data = load_records(eval_path, eval_split, p.get("subset"), cache_dir)
+        eval_data = load_records(eval_path, eval_split, p.get("subset"), cache_dir, key="world.prompts.eval_path")
         _check_fields(eval_data, eval_path, fields)
         eval_order = list(range(len(eval_data)))
         random.Random(int(w.build_seed)).shuffle(eval_order)
