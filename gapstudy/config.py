@@ -16,7 +16,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # run-name exclusions: settings that change where or how a run is written, not what it computes
 NOT_IN_NAME = ("paths.", "logger", "progress", "threads", "device", "save_", "checkpoint_every", "suite", "arm",
-               "seed", "hydra", "profile", "jobs", "seeds", "vllm.")
+               "seed", "hydra", "profile", "jobs", "seeds", "vllm.", "parallel")
 
 
 class ConfigError(ValueError):
@@ -99,6 +99,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
     _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
     _choice(cfg.generator, "generator", ["hf", "vllm"])
+    _choice(cfg.parallel, "parallel", ["ddp", "fsdp"])
+    _choice(cfg.precision, "precision", ["auto", "fp32", "bf16"])
     if cfg.generator == "vllm" and cfg.get("sampler_from") is not None:
         raise ConfigError("sampler_from holds several fixed samplers and needs generator=hf")
     _choice(cfg.algo.get("logp_reduction", "sum"), "algo.logp_reduction", ["sum", "mean"])
@@ -121,8 +123,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         cfg.sync_every = _period(cfg.sync_every, "sync_every")
         cfg.ref_sync_every = _period(cfg.ref_sync_every, "ref_sync_every")
+    if cfg.data.name == "dataset":
+        _check_dataset(cfg.data)
     for key in ("data.path", "init_from", "eval.baseline"):
         value = OmegaConf.select(cfg, key)
+        if key == "data.path" and cfg.data.name == "dataset":
+            continue  # may be a hub name: checked above
         if value is not None and value != "sft" and not Path(value).exists():
             raise ConfigError(f"{key}={value!r} does not exist")
     _check_sampler_from(cfg)
@@ -155,6 +161,20 @@ def check_name_or_path(key: str, value) -> None:
     """A hub name or a local path: a value written as a local path must exist (hub names are checked on load)."""
     if str(value).startswith(LOCAL_PREFIXES) and not Path(str(value)).expanduser().exists():
         raise ConfigError(f"{key}={value!r} does not exist")
+
+
+def _check_dataset(d) -> None:
+    """data=dataset: data.path is a hub name or a local path (a value written as a path must exist; a hub name is
+    checked when it loads); the split and the chosen/rejected fields are names, the subset and prompt field may be
+    null."""
+    if not isinstance(d.path, str) or not d.path.strip():
+        raise ConfigError(f"data.path={d.path!r} is invalid; valid: a hub dataset name or a local path")
+    check_name_or_path("data.path", d.path)
+    for key, nullable in (("split", False), ("subset", True), ("prompt_field", True), ("chosen_field", False),
+                          ("rejected_field", False)):
+        value = d.get(key)
+        if not (isinstance(value, str) and value) and not (nullable and value is None):
+            raise ConfigError(f"data.{key}={value!r} is invalid; valid: a name" + (" or null" if nullable else ""))
 
 
 def check_chat_template(value) -> None:
@@ -196,8 +216,7 @@ def validate_rm(cfg: DictConfig) -> DictConfig:
     for key in ("data.path", "rm.out") + (("world.model",) if cfg.world.name == "hf" else ()):
         if OmegaConf.select(cfg, key, throw_on_missing=False) is None:  # ??? or null
             raise ConfigError(f"train-rm needs {key} (give it as {key}=...)")
-    if not Path(str(cfg.data.path)).exists():
-        raise ConfigError(f"data.path={cfg.data.path!r} does not exist")
+    _check_dataset(cfg.data)
     world_module = importlib.import_module(WORLDS[cfg.world.name][0])
     if cfg.world.name != "hf" and hasattr(world_module, "validate"):
         world_module.validate(cfg)  # the built worlds' own settings (token_bandit's reward, synth_lm's task)

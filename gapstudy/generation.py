@@ -48,10 +48,13 @@ def left_pad(prompts: list[list[int]], pad_id: int, device="cpu") -> tuple[torch
 class HFGenerator:
     """Samples from its own copy of the weights; `sync_weights` copies the policy's parameters in place."""
 
-    def __init__(self, policy, max_new_tokens: int, temperature: float, eos_token_id, pad_token_id: int):
+    def __init__(self, policy, max_new_tokens: int, temperature: float, eos_token_id, pad_token_id: int,
+                 dtype: torch.dtype | None = None):
         self.model = copy.deepcopy(policy).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        if dtype is not None:  # e.g. a bf16 sampler for a float32 policy (precision=bf16)
+            self.model.to(dtype)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.eos_token_id = eos_token_id
@@ -189,11 +192,17 @@ class VLLMGenerator:
     `sync_weights` pushes the policy's parameters into the running engine with the model's `load_weights`
     (no engine reload), so `sync_every` means the same as with the HF backend; with sync_every=inf it is never
     called. Log-probs of the sampled tokens come from vLLM (`logprobs=0`: the sampled token only).
+
+    The engine's weights cannot be read back in the policy's layout, so a checkpoint that must restore a stale
+    sampler needs a CPU copy of the last pushed weights: with `keep_synced` (the loop sets it only when a checkpoint
+    can fall between syncs) every push keeps one; without it, no copy is made (a resumed run re-syncs first).
     """
 
     def __init__(self, policy, engine, sampling_params, max_new_tokens: int, temperature: float, eos_token_id,
-                 pad_token_id: int):
+                 pad_token_id: int, keep_synced: bool = True):
         self.engine = engine
+        self.keep_synced = keep_synced
+        self._synced = None
         self.sampling_params = sampling_params
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -222,13 +231,15 @@ class VLLMGenerator:
 
     def _push(self, weights: dict) -> None:
         self.engine_model().load_weights((name, t.detach()) for name, t in weights.items())
-        self._synced = {name: t.detach().to("cpu", copy=True) for name, t in weights.items()}  # for resuming
+        if self.keep_synced:  # for resuming a stale sampler (see the class docstring)
+            self._synced = {name: t.detach().to("cpu", copy=True) for name, t in weights.items()}
 
     def state_dict(self) -> dict:
         return {"weights": self._synced, "version": self.version}
 
     def load_state_dict(self, state: dict) -> None:
-        self._push(state["weights"])
+        if state["weights"] is not None:
+            self._push(state["weights"])
         self.version = state["version"]
 
     def generate(self, prompts, prompt_mask, num_samples: int, rng: torch.Generator) -> Samples:

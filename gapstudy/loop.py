@@ -6,6 +6,7 @@ run is online or offline.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -48,11 +49,24 @@ def disable_dropout(model) -> None:
             setattr(model.config, key, 0.0)  # a saved checkpoint keeps it off
 
 
-def frozen(model):
+def frozen(model, dtype=None):
+    """A no-grad copy (in `dtype` when given: frozen models are kept in bf16 under precision=bf16)."""
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model if dtype is None else model.to(dtype)
+
+
+def precision(cfg, device) -> tuple[torch.dtype | None, contextlib.AbstractContextManager]:
+    """(dtype of frozen models, autocast context) for cfg.precision. bf16: the trained policy keeps float32 master
+    weights and runs its forward passes under bf16 autocast (as TRL's bf16=True); the reference, anchor, baseline and
+    sampler copies are stored in bf16. auto = bf16 on a CUDA device that supports it, float32 elsewhere."""
+    name = cfg.get("precision", "auto")
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "fp32":
+        return None, contextlib.nullcontext()
+    return torch.bfloat16, torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _policy_path(value: str, world) -> str:
@@ -60,19 +74,30 @@ def _policy_path(value: str, world) -> str:
     return str(world.policy_path) if value == "sft" else value
 
 
-def make_sampler(cfg, world, policy, device):
+def stale_at_checkpoints(cfg) -> bool:
+    """Can a checkpoint (every checkpoint_every steps, at multiples of reuse) fall on a step that does not sync?
+    Then a resumed run must restore the sampler's stale weights. Never with sync_every=inf: the sampler keeps the
+    initial weights, which a resumed run loads again."""
+    every, sync = int(cfg.checkpoint_every), cfg.sync_every
+    if every == 0 or math.isinf(sync):
+        return False
+    period = every * int(cfg.reuse) // math.gcd(every, int(cfg.reuse))  # checkpoints land on multiples of this
+    return period % int(sync) != 0
+
+
+def make_sampler(cfg, world, policy, device, dtype=None):
     """The generator of training rollouts: a copy of the policy (synced every sync_every steps), or with
     `sampler_from` one or more fixed policies (sync_every=inf), e.g. the final online policy for Tang et al.'s
     sub-optimal data."""
     make = lambda model: HFGenerator(model, world.max_new_tokens, cfg.temperature, world.eos_token_id,
-                                     world.pad_token_id)
+                                     world.pad_token_id, dtype)
     if cfg.generator == "vllm":
         from gapstudy import generation
 
         engine, params = generation.vllm_engine(cfg.init_from or world.policy_path, float(cfg.vllm.gpu_memory_utilization),
                                                 str(cfg.vllm.dtype), int(cfg.seed))
         return generation.VLLMGenerator(policy, engine, params, world.max_new_tokens, cfg.temperature,
-                                        world.eos_token_id, world.pad_token_id)
+                                        world.eos_token_id, world.pad_token_id, stale_at_checkpoints(cfg))
     sources = cfg.get("sampler_from")
     if sources is None:
         return make(policy)
@@ -123,24 +148,30 @@ def train(cfg, run_dir: Path) -> dict:
     torch.set_num_threads(int(cfg.threads))
     rank, world_size, device = distributed.setup(resolve_device(cfg.device))
     main = rank == 0  # evaluates, logs and writes; every rank trains on its shard of the global batch
+    sharded = world_size > 1 and cfg.get("parallel", "ddp") == "fsdp"
     results = Path(cfg.paths.results)
 
     #### SET-UP: everything that can reject the config runs before anything is written to run_dir ####
-    world = build_world(cfg, results)
+    with distributed.rank_zero_first(rank, world_size):
+        world = build_world(cfg, results)
+        labeller, proxy = make_labeller(cfg, world, results, device)
     algorithm = ALGORITHMS[cfg.algo.name]
     torch.manual_seed(int(cfg.seed))  # the global stream (dropout, if kept) starts from the run's seed
+    frozen_dtype, autocast = precision(cfg, device)
     policy = load_policy(cfg.init_from or world.policy_path, device)
     if cfg.get("disable_dropout", True):
         disable_dropout(policy)
-    anchor = frozen(policy)  # pi_init: the KL anchor of evaluation and, unless it syncs, the reference
-    reference = anchor if math.isinf(cfg.ref_sync_every) else frozen(policy)
+    anchor = frozen(policy, frozen_dtype)  # pi_init: the KL anchor of evaluation and, unless it syncs, the reference
+    reference = anchor if math.isinf(cfg.ref_sync_every) else frozen(policy, frozen_dtype)
     baseline = anchor if cfg.eval.baseline is None else frozen(load_policy(_policy_path(cfg.eval.baseline, world),
-                                                                            device))
-    labeller, proxy = make_labeller(cfg, world, results, device)
+                                                                            device), frozen_dtype)
     source = SOURCES[cfg.data.name][0](cfg, world, labeller, algorithm.kind, int(cfg.seed))
-    sampler = make_sampler(cfg, world, policy, device) if source.needs_sampler else None
+    sampler = make_sampler(cfg, world, policy, device, frozen_dtype) if source.needs_sampler else None
     steps = int(cfg.steps) if sampler is not None or cfg.data.name == "dataset" else min(int(cfg.steps), len(source))
     evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
+    whole = distributed.FullPolicy(policy, sharded)  # the policy as one model: for syncs, evaluation and saving
+    if sharded:
+        policy = distributed.shard_model(policy)
     optimizer = make_optimizer(cfg, policy)
 
     if main:
@@ -153,8 +184,7 @@ def train(cfg, run_dir: Path) -> dict:
     if state_path.exists():  # resume where the last checkpoint left off (every rank reads rank 0's file)
         state = torch.load(state_path, weights_only=False)
         start, counters = state["step"], state["counters"]
-        policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
+        distributed.load_policy_state(policy, optimizer, state, sharded)
         source.load_state_dict(state["source"])
         if sampler is not None:
             sampler.load_state_dict(state["sampler"])
@@ -176,27 +206,33 @@ def train(cfg, run_dir: Path) -> dict:
 
     for step in range(start, steps):
         #### BEGIN EVALUATION ####
-        if main and (step == 0 or due(step, cfg.eval.every)):
-            last_eval = evaluator(policy, step)
-            logger.log(last_eval, step)
+        if step == 0 or due(step, cfg.eval.every):
+            model = whole(counters["updates"])  # every rank joins the gather when sharded
+            if main:
+                with autocast:
+                    last_eval = evaluator(model, step)
+                logger.log(last_eval, step)
         #### END EVALUATION ####
         tic = time.perf_counter()
         policy.train()
 
         #### DATA: the regime ####
-        if sampler is not None and due(step, cfg.sync_every):
-            sampler.sync_weights(policy, version=step)  # 1 = online, k = semi-online, inf = never (offline)
+        if sampler is not None and due(step, cfg.sync_every):  # 1 = online, k = semi-online, inf = never (offline)
+            sampler.sync_weights(whole(counters["updates"]), version=step)
         if step > 0 and due(step, cfg.ref_sync_every):
-            reference.load_state_dict(policy.state_dict())
+            reference.load_state_dict(whole(counters["updates"]).state_dict())
         if step % int(cfg.reuse) == 0:  # a fresh batch, then `reuse` gradient steps on it
-            rows, info = source.rows(step, sampler)  # the global batch: the same on every rank
+            with autocast:
+                rows, info = source.rows(step, sampler)  # the global batch: the same on every rank
             pair_log.write(rows)
             counters["samples"] += info["samples"]
             local = distributed.shard(rows, rank, world_size)
-            batch = collate(local, world.pad_token_id).to(device) if local else None
+            # an empty shard computes on one row with weight 0, so that it joins every collective
+            batch = collate(local or rows[:1], world.pad_token_id).to(device) if rows else None
+            n_local = batch.responses.shape[0] if local else 0
             reference_logps = None
             if batch is not None and algorithm.needs_reference:
-                with torch.no_grad():
+                with torch.no_grad(), autocast:
                     reference_logps = token_logps(reference, batch.prompts, batch.prompt_mask, batch.responses,
                                                   batch.response_mask)
         if not rows:  # every prompt was a tie: nothing to learn from this step
@@ -205,19 +241,16 @@ def train(cfg, run_dir: Path) -> dict:
 
         #### LOSS AND UPDATE ####
         optimizer.zero_grad(set_to_none=True)
-        n_local = 0 if batch is None else batch.responses.shape[0]
         n_total = distributed.total(n_local, world_size, device)
-        if batch is not None:
+        with autocast:
             policy_logps = token_logps(policy, batch.prompts, batch.prompt_mask, batch.responses, batch.response_mask)
             loss, stats = algorithm.objective(batch, policy_logps, reference_logps, cfg.algo)
-            # this shard's share of the global-batch mean (exactly 1 with one process)
-            (loss * (n_local * world_size / n_total) if world_size > 1 else loss).backward()
-            local_means = {"train/loss": loss.item(), **stats_to_metrics(stats),
-                           "train/reward": float(batch.rewards.nanmean()) if not batch.rewards.isnan().all() else math.nan,
-                           "gen/length": float(batch.response_mask.sum(-1).float().mean())}
-        else:  # an empty shard still joins the gradient all-reduce
-            local_means = {}
-        distributed.average_gradients(policy, world_size)
+        # this shard's share of the global-batch mean (exactly 1 with one process)
+        (loss * (n_local * world_size / n_total) if world_size > 1 else loss).backward()
+        local_means = {"train/loss": loss.item(), **stats_to_metrics(stats),
+                       "train/reward": float(batch.rewards.nanmean()) if not batch.rewards.isnan().all() else math.nan,
+                       "gen/length": float(batch.response_mask.sum(-1).float().mean())} if n_local else {}
+        distributed.average_gradients(policy, world_size, sharded)
         clip = float("inf") if cfg.grad_clip is None else float(cfg.grad_clip)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)
         optimizer.step()
@@ -227,7 +260,8 @@ def train(cfg, run_dir: Path) -> dict:
         #### LOG ####
         metrics = {
             **distributed.weighted_means(local_means, n_local, n_total, world_size, device),
-            "train/grad_norm": float(grad_norm), "train/examples": len(rows), "train/skipped": info["skipped"],
+            "train/grad_norm": float(grad_norm.full_tensor() if sharded else grad_norm),
+            "train/examples": len(rows), "train/skipped": info["skipped"],
             "counters/samples": counters["samples"], "counters/updates": counters["updates"],
             "time/seconds": counters["seconds"],
         }
@@ -239,22 +273,28 @@ def train(cfg, run_dir: Path) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
                         kl=f"{last_eval.get('eval/kl', math.nan):.2f}", refresh=False)
-        for fraction in snapshots.get(step + 1, ()) if main else ():  # e.g. Tang et al.'s step-800 policy
-            policy.save_pretrained(run_dir / f"snapshot-{fraction}")
-        if main and cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
-            pair_log.flush()
-            _save_state(state_path, step + 1, counters, policy, optimizer, source, sampler, reference, anchor)
+        for fraction in snapshots.get(step + 1, ()):  # e.g. Tang et al.'s step-800 policy
+            model = whole(counters["updates"])
+            if main:
+                model.save_pretrained(run_dir / f"snapshot-{fraction}")
+        if cfg.checkpoint_every and (step + 1) % int(cfg.checkpoint_every) == 0 and (step + 1) % int(cfg.reuse) == 0:
+            state = distributed.policy_state(policy, optimizer, sharded)  # every rank joins when sharded
+            if main:
+                pair_log.flush()
+                _save_state(state_path, step + 1, counters, state, source, sampler, reference, anchor)
 
     #### FINAL EVALUATION AND ARTIFACTS ####
+    model = whole(counters["updates"])
     if not main:
         bar.close()
         distributed.teardown(world_size)
         return {}
-    final = evaluator(policy, steps)
+    with autocast:
+        final = evaluator(model, steps)
     logger.log(final, steps)
     pair_log.flush()
     if cfg.save_checkpoint:
-        policy.save_pretrained(run_dir / "checkpoint")
+        model.save_pretrained(run_dir / "checkpoint")
         world.tokenizer.save_pretrained(run_dir / "checkpoint")
     (run_dir / "final.json").write_text(json.dumps({"step": steps, **final}, indent=1))
     state_path.unlink(missing_ok=True)
@@ -264,9 +304,8 @@ def train(cfg, run_dir: Path) -> dict:
     return final
 
 
-def _save_state(path, step, counters, policy, optimizer, source, sampler, reference, anchor) -> None:
-    state = {"step": step, "counters": dict(counters), "policy": policy.state_dict(),
-             "optimizer": optimizer.state_dict(), "source": source.state_dict()}
+def _save_state(path, step, counters, policy_state, source, sampler, reference, anchor) -> None:
+    state = {"step": step, "counters": dict(counters), **policy_state, "source": source.state_dict()}
     if sampler is not None:
         state["sampler"] = sampler.state_dict()
     if reference is not anchor:

@@ -21,6 +21,9 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
 
 
+BLOCKED_LOGIT = -1.0e4  # logit of a token the LM head may not emit: exp(-1e4 - max) underflows to exactly 0
+
+
 class TinyGPTConfig(PretrainedConfig):
     model_type = "gapstudy_tinygpt"
 
@@ -32,6 +35,7 @@ class TinyGPTConfig(PretrainedConfig):
         n_layer: int = 3,  # ... 3 layers
         n_head: int = 3,  # ... 3 heads
         num_labels: int = 1,  # the sequence-classification head (proxy reward model) is scalar
+        output_token_ids: list[int] | None = None,  # tokens the LM head may emit (toy8x8: the 8 responses); None = all
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -39,6 +43,7 @@ class TinyGPTConfig(PretrainedConfig):
         self.n_embd = n_embd
         self.n_layer = n_layer
         self.n_head = n_head
+        self.output_token_ids = None if output_token_ids is None else [int(t) for t in output_token_ids]
         kwargs.setdefault("tie_word_embeddings", False)  # logits reuse the embedding matrix directly, no lm_head
         super().__init__(num_labels=num_labels, **kwargs)
 
@@ -88,6 +93,7 @@ class TinyGPTPreTrainedModel(PreTrainedModel):
     config_class = TinyGPTConfig
     base_model_prefix = "transformer"
     _supports_sdpa = True
+    _no_split_modules = ["Block"]  # FSDP shards block by block (what transformers models declare too)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -142,9 +148,21 @@ class TinyGPTForCausalLM(TinyGPTPreTrainedModel):
     def get_input_embeddings(self):
         return self.transformer.wte
 
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., C] hidden states -> [..., V] logits, weights tied to the embedding. Tokens outside
+        `config.output_token_ids` get BLOCKED_LOGIT: probability exactly 0 in float32, yet finite, so exact KL and
+        entropy stay finite (0 * finite) where -inf would give NaN."""
+        logits = F.linear(hidden, self.transformer.wte.weight)
+        allowed = self.config.output_token_ids
+        if allowed is None:
+            return logits
+        blocked = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        blocked[allowed] = False
+        return logits.masked_fill(blocked, BLOCKED_LOGIT)
+
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, **kwargs) -> CausalLMOutput:
         hidden = self.transformer(input_ids, attention_mask, position_ids)
-        logits = F.linear(hidden, self.transformer.wte.weight)  # [B, T, V], weights tied to the embedding
+        logits = self.lm_logits(hidden)  # [B, T, V]
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
@@ -187,12 +205,11 @@ class TinyGPTForCausalLM(TinyGPTPreTrainedModel):
             cv[:, :, :P] = v
             caches.append((ck, cv))
         tokens = input_ids.new_full((B, max_new_tokens), pad_token_id)
-        logps = hidden.new_zeros(B, max_new_tokens)
+        logps = hidden.new_zeros(B, max_new_tokens, dtype=torch.float32)
         alive = torch.ones(B, dtype=torch.bool, device=input_ids.device)
-        weight = tr.wte.weight
         last = hidden[:, -1]
         for t in range(max_new_tokens):
-            logits = F.linear(last, weight)
+            logits = self.lm_logits(last).float()  # sampling log-probs in float32 even for a bf16 sampler
             if temperature != 1.0:
                 logits = logits / temperature
             logp = torch.log_softmax(logits, dim=-1)

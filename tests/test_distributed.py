@@ -1,5 +1,6 @@
 """Data parallelism: a 2-process run (torchrun, gloo on the CPU) trains on the same global batch as a 1-process
-run and logs the same metrics, to float noise; only rank 0 writes."""
+run and logs the same metrics, to float noise, with the policy replicated (ddp) or sharded (fsdp); only rank 0
+writes, and a sharded run resumes from its checkpoint exactly."""
 from __future__ import annotations
 
 import shutil
@@ -14,22 +15,21 @@ COMMON = ["world=token_bandit", "world.pretrain_steps=60", "steps=6", "eval.ever
           "batch_size=8", "checkpoint_every=0", "progress=false", "seed=3"]
 
 
-def _run(prefix: list[str], overrides: list[str], root) -> None:
-    done = subprocess.run([*prefix, "-m", "gapstudy.cli", "run", *overrides, f"paths.results={root}"],
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def _run(prefix: list[str], overrides: list[str], root, entry=("-m", "gapstudy.cli"), ok=True) -> None:
+    done = subprocess.run([*prefix, *entry, "run", *overrides, f"paths.results={root}"],
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode == 0) == ok, done.stderr[-3000:]
 
 
-@pytest.mark.parametrize("algo", ["dpo", "grpo"])
-def test_two_processes_match_one_process_with_the_same_global_batch(algo, tmp_path):
-    overrides = [*COMMON, f"algo={algo}"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    _run([sys.executable], overrides, one)
-    shutil.copytree(one / ".cache", two / ".cache")  # the same built world
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], overrides, two)
-    (run_one,) = [p for p in one.iterdir() if p.name != ".cache"]
-    run_two = two / run_one.name
-    a, b = read(run_one), read(run_two)
+def _only_run(root):
+    (run,) = [p for p in root.iterdir() if p.name != ".cache"]
+    return run
+
+
+def _assert_same_metrics(a: list[dict], b: list[dict]) -> None:
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert [sorted(r) for r in a] == [sorted(r) for r in b]  # the same metric keys at every step
     compared = 0
@@ -40,4 +40,48 @@ def test_two_processes_match_one_process_with_the_same_global_batch(algo, tmp_pa
             assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (ra["step"], key)
             compared += 1
     assert compared > 50
+
+
+@pytest.mark.parametrize("algo, parallel, batch", [("dpo", "ddp", 8), ("grpo", "ddp", 8), ("grpo", "fsdp", 8),
+                                                   ("dpo", "fsdp", 1)])
+def test_two_processes_match_one_process_with_the_same_global_batch(algo, parallel, batch, tmp_path):
+    """batch=1 gives one pair per step: rank 1's shard is empty and it still joins FSDP's collectives."""
+    overrides = [*COMMON, f"algo={algo}", f"parallel={parallel}", f"batch_size={batch}"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([sys.executable], overrides, one)
+    shutil.copytree(one / ".cache", two / ".cache")  # the same built world
+    _run(TORCHRUN, overrides, two)
+    run_one = _only_run(one)
+    run_two = two / run_one.name
+    _assert_same_metrics(read(run_one), read(run_two))
     assert len(list(run_two.glob("pairs/*.parquet"))) == len(list(run_one.glob("pairs/*.parquet")))  # rank 0 only
+
+
+CRASH_AFTER_FIRST_CHECKPOINT = """
+import sys
+import gapstudy.loop as loop
+from gapstudy.cli import main
+
+save = loop._save_state
+def save_then_crash(*args, **kwargs):
+    save(*args, **kwargs)
+    raise SystemExit(3)  # rank 0 dies after writing state.pt; torchrun stops the other rank
+loop._save_state = save_then_crash
+sys.exit(main())
+"""
+
+
+def test_a_sharded_run_resumes_from_its_checkpoint_exactly(tmp_path):
+    overrides = [*(o for o in COMMON if not o.startswith("checkpoint_every")), "algo=dpo", "parallel=fsdp",
+                 "checkpoint_every=3"]
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    _run(TORCHRUN, overrides, whole)
+    shutil.copytree(whole / ".cache", crashed / ".cache")
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_AFTER_FIRST_CHECKPOINT)
+    _run(TORCHRUN, overrides, crashed, entry=(str(script),), ok=False)
+    run = _only_run(crashed)
+    assert (run / "state.pt").exists() and not (run / "final.json").exists()
+    _run(TORCHRUN, overrides, crashed)  # the same command resumes at step 3
+    assert (run / "final.json").exists() and not (run / "state.pt").exists()
+    _assert_same_metrics(read(_only_run(whole)), read(run))

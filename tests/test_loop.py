@@ -117,3 +117,31 @@ def test_every_algorithm_learns_on_the_bandit(results):
         assert final["eval/gold_reward"] > start + 0.02, algo
         assert all(math.isfinite(v) for v in series(records, "train/loss")), algo
     assert torch.get_num_threads() == 1
+
+
+def test_bf16_precision_trains_float32_master_weights_under_autocast(results):
+    """precision=bf16 (bf16 autocast on the CPU here): the policy and its saved checkpoint stay float32, the frozen
+    copies are bf16, so the step-0 KL is bf16 rounding (not exactly 0), and training moves the policy as in float32."""
+    from omegaconf import OmegaConf
+
+    from gapstudy.loop import frozen, precision
+    from gapstudy.model import TinyGPTConfig, TinyGPTForCausalLM
+
+    cpu = torch.device("cpu")
+    assert precision(OmegaConf.create({"precision": "auto"}), cpu)[0] is None  # auto: float32 off CUDA
+    dtype, _ = precision(OmegaConf.create({"precision": "bf16"}), cpu)
+    model = TinyGPTForCausalLM(TinyGPTConfig(vocab_size=8, n_positions=4, n_embd=8, n_layer=1, n_head=2))
+    assert {p.dtype for p in frozen(model, dtype).parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+    common = ["algo=dpo", "steps=8", "eval.every=4", "save_checkpoint=true"]
+    run_dir, final, records = train_run(results / "bf16", [*common, "precision=bf16"])
+    _, final32, _ = train_run(results / "fp32", common)
+    kl = series(records, "eval/kl")
+    assert 0 < kl[0] < 1e-3 and kl[-1] > 0.5  # rounding at step 0, then a real move
+    assert final["eval/kl"] == pytest.approx(final32["eval/kl"], rel=0.2)
+    assert all(math.isfinite(x) for x in series(records, "train/loss"))
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoint")
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}

@@ -154,6 +154,48 @@ def test_the_loop_runs_on_the_vllm_backend_and_syncs_every_s_steps(sync_every, r
     assert 0.0 <= final["eval/win_rate"] <= 1.0
 
 
+@pytest.mark.parametrize("sync_every, checkpoint_every, keeps_copy", [("1", "4", False), ("3", "4", True),
+                                                                      ("2", "4", False), ("inf", "4", False)])
+def test_a_resumed_vllm_run_matches_and_copies_weights_only_when_a_checkpoint_needs_them(
+        sync_every, checkpoint_every, keeps_copy, results, monkeypatch):
+    """The CPU copy of pushed weights exists only when a checkpoint can land between syncs (sync 3, checkpoints
+    every 4); otherwise a resumed run re-syncs (or, offline, reloads the initial weights) and still matches."""
+    from gapstudy import sources
+    from tests.conftest import train_run
+    from tests.test_loop import assert_same_metrics
+
+    gens = []
+    original_init = VLLMGenerator.__init__
+
+    def record(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        gens.append(self)
+
+    monkeypatch.setattr(VLLMGenerator, "__init__", record)
+    monkeypatch.setattr(generation, "vllm_engine", lambda path, *a: (FakeLLM(
+        __import__("transformers").AutoModelForCausalLM.from_pretrained(path).eval(), eos=None, pad=0),
+        FakeSamplingParams))
+    root = results / f"vllm_resume_{sync_every}"
+    common = ["generator=vllm", f"sync_every={sync_every}", f"checkpoint_every={checkpoint_every}", "steps=10",
+              "eval.every=3", "seed=4"]
+    _, _, whole = train_run(root / "whole", common)
+    assert (gens[-1]._synced is not None) == keeps_copy
+    original = sources.OnPolicySource.rows
+
+    def crash_at_6(self, step, sampler):
+        if step == 6:
+            raise KeyboardInterrupt("killed")
+        return original(self, step, sampler)
+
+    monkeypatch.setattr(sources.OnPolicySource, "rows", crash_at_6)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(root / "crashed", common)
+    monkeypatch.setattr(sources.OnPolicySource, "rows", original)
+    _, _, resumed = train_run(root / "crashed", common)  # resumes at step 4
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole]
+    assert_same_metrics(whole, resumed, rel=1e-6)
+
+
 def test_vllm_generator_without_vllm_installed_says_how_to_install(results):
     pytest.importorskip("torch")
     try:
