@@ -95,9 +95,9 @@ class FullPolicy:
     """The policy as one plain model. Unsharded it is the policy itself; sharded, a copy made before sharding whose
     weights are gathered from the shards (a collective: every rank calls it at the same steps) when they changed."""
 
-    def __init__(self, policy: torch.nn.Module, sharded: bool):
+    def __init__(self, policy: torch.nn.Module, sharded: bool, dtype: torch.dtype | None = None):
         self.policy = policy  # fully_shard wraps in place: this stays the trained (sharded) module
-        self.copy = copy.deepcopy(policy).eval() if sharded else None
+        self.copy = copy.deepcopy(policy).eval().to(dtype) if sharded else None  # bf16 like the frozen copies
         self.updates = None  # the optimizer-step count the copy's weights belong to
 
     def __call__(self, updates: int) -> torch.nn.Module:
