@@ -42,3 +42,23 @@ def read(run_dir: Path) -> list[dict]:
 
 def series(records: list[dict], key: str) -> list:
     return [r[key] for r in records if key in r]
+
+
+def crash_then_resume(results: Path, overrides: list[str], step: int, monkeypatch) -> tuple[Path, list[dict]]:
+    """Run until the on-policy source is asked for `step` and kill the run there (as a crash would), then run the
+    same command again, which resumes from the last checkpoint; returns (run_dir, the resumed run's records)."""
+    from gapstudy import sources
+
+    original = sources.OnPolicySource.rows
+
+    def crash(self, at, sampler):
+        if at == step:
+            raise KeyboardInterrupt("killed")
+        return original(self, at, sampler)
+
+    monkeypatch.setattr(sources.OnPolicySource, "rows", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(results, overrides)
+    monkeypatch.setattr(sources.OnPolicySource, "rows", original)
+    run_dir, _, resumed = train_run(results, overrides)
+    return run_dir, resumed

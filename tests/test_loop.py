@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import read, series, train_run
+from conftest import crash_then_resume, read, series, train_run
 
 REPRODUCED = ("train/loss", "train/margin", "train/accuracy", "train/chosen_logratio", "train/rejected_logratio",
               "train/grad_norm", "train/reward", "gen/staleness", "eval/kl", "eval/kl_k1", "eval/kl_k3",
@@ -69,23 +69,11 @@ def test_offline_sampler_never_moves_while_online_does(results):
 @pytest.mark.parametrize("regime", [["sync_every=1"], ["sync_every=3"], ["sync_every=inf", "sampler_from=[sft,sft]"]],
                          ids=["online", "stale_sampler", "fixed_mixture"])
 def test_resume_after_a_crash_matches_the_uninterrupted_run(regime, results, monkeypatch):
-    from gapstudy import sources
-
     common = ["steps=10", "eval.every=3", "batch_size=8", "checkpoint_every=4", "seed=5", *regime]
     results = results / f"resume_{len(regime)}_{regime[0].replace('=', '')}"
     _, _, whole = train_run(results, common + ["paths.results=" + str(results / "whole")])
-    original = sources.OnPolicySource.rows
-
-    def crash_at_7(self, step, sampler):
-        if step == 7:
-            raise KeyboardInterrupt("killed")
-        return original(self, step, sampler)
-
-    monkeypatch.setattr(sources.OnPolicySource, "rows", crash_at_7)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(results, common + ["paths.results=" + str(results / "crashed")])
-    monkeypatch.setattr(sources.OnPolicySource, "rows", original)
-    run_dir, _, resumed = train_run(results, common + ["paths.results=" + str(results / "crashed")])
+    run_dir, resumed = crash_then_resume(results, common + ["paths.results=" + str(results / "crashed")], 7,
+                                         monkeypatch)
     assert (run_dir / "final.json").exists() and not (run_dir / "state.pt").exists()
     assert [r["step"] for r in resumed] == [r["step"] for r in whole]
     assert_same_metrics(whole, resumed, rel=1e-6)

@@ -160,8 +160,7 @@ def test_a_resumed_vllm_run_matches_and_copies_weights_only_when_a_checkpoint_ne
         sync_every, checkpoint_every, keeps_copy, results, monkeypatch):
     """The CPU copy of pushed weights exists only when a checkpoint can land between syncs (sync 3, checkpoints
     every 4); otherwise a resumed run re-syncs (or, offline, reloads the initial weights) and still matches."""
-    from gapstudy import sources
-    from tests.conftest import train_run
+    from tests.conftest import crash_then_resume, train_run
     from tests.test_loop import assert_same_metrics
 
     gens = []
@@ -180,18 +179,7 @@ def test_a_resumed_vllm_run_matches_and_copies_weights_only_when_a_checkpoint_ne
               "eval.every=3", "seed=4"]
     _, _, whole = train_run(root / "whole", common)
     assert (gens[-1]._synced is not None) == keeps_copy
-    original = sources.OnPolicySource.rows
-
-    def crash_at_6(self, step, sampler):
-        if step == 6:
-            raise KeyboardInterrupt("killed")
-        return original(self, step, sampler)
-
-    monkeypatch.setattr(sources.OnPolicySource, "rows", crash_at_6)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(root / "crashed", common)
-    monkeypatch.setattr(sources.OnPolicySource, "rows", original)
-    _, _, resumed = train_run(root / "crashed", common)  # resumes at step 4
+    _, resumed = crash_then_resume(root / "crashed", common, 6, monkeypatch)  # resumes at step 4
     assert [r["step"] for r in resumed] == [r["step"] for r in whole]
     assert_same_metrics(whole, resumed, rel=1e-6)
 
