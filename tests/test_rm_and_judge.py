@@ -119,13 +119,13 @@ def test_train_rm_learns_the_preference_and_saves_a_loadable_model(trained_rm, c
     assert str(out) in stdout
 
 
-def test_train_rm_renders_text_prompts_with_the_worlds_chat_template(assets, preferences):
+def test_train_rm_renders_text_prompts_with_the_worlds_chat_template(assets, preferences, tmp_path):
     from gapstudy.sources import read_preference_rows
 
     cfg = compose(["data=dataset", "world=hf", f"world.model={assets['model']}", f"data.path={preferences}",
                    "data.prompt_field=question", "data.chosen_field=good", "data.rejected_field=bad"])
     tok, encode, eos, pad, policy = rewards._rm_tokenizer(cfg)
-    row = read_preference_rows(cfg.data, tok, eos, encode)[0]
+    row = read_preference_rows(cfg.data, tok, eos, encode, str(tmp_path / "cache"))[0]
     assert tok.decode(row["prompt"]).startswith("<bos>[user]Q0: say ") and tok.decode(row["prompt"]).endswith(
         "\n[assistant]")
     assert row["chosen"][-1] == eos and tok.decode(row["chosen"][:-1]).endswith("!!")
