@@ -21,7 +21,8 @@ from scipy import optimize
 
 from analysis import scorecard
 from analysis.kl_match import bootstrap_ci, frontier, kl_matched
-from analysis.load import eval_points, final_points, initial_points, load_runs, per_seed_final, resolve_metric, timings
+from analysis.load import (end_values, eval_points, final_points, initial_points, load_runs, per_seed_final,
+                           resolve_metric, timings)
 from analysis.style import (REWARD_COLORS, arm_color, arm_label, arm_linestyle, arm_order, metric_label,
                             new_figure, save, seed_marker, styled)
 
@@ -631,6 +632,117 @@ def sample_reuse(df: pd.DataFrame, metric: str = "eval/gold_reward") -> Figure:
     return fig
 
 
+# ------------------------------------------------------------------------------------------ 8×8 toy [D]
+_TOY_PANELS = (("eval/diagonal_mass", "eval/diagonal_mass_ref", "diagonal (optimal) responses"),
+               ("eval/uncovered_mass", "eval/uncovered_mass_ref", "uncovered responses"))
+
+
+def _reference_level(ax, df: pd.DataFrame, ref_key: str) -> Line2D | None:
+    """π_ref's mass (the same in every evaluation of every run of a world) as a dashed grey line."""
+    if ref_key not in df or df[ref_key].isna().all():
+        return None
+    return ax.axhline(float(df[ref_key].mean()), color="0.35", linestyle="--", linewidth=1.5, label="π$_{\\mathrm{ref}}$")
+
+
+@styled
+def toy_masses(df: pd.DataFrame, beta: float = scorecard.TOY_BETA) -> Figure:
+    """Xu et al.'s 8×8 toy: π's exact mass on the diagonal and on the responses the dataset never pairs with the
+    prompt, over training, one line per arm at KL strength β (band = ±1 s.e. over seeds); dashed = π_ref's mass."""
+    fig, axes = new_figure(ncols=2, width=4.6, height=3.8, sharey=True)
+    handles = {}
+    for ax, (key, ref_key, name) in zip(axes[0], _TOY_PANELS):
+        ax.set_title(f"mass on the {name}")
+        ax.set_xlabel("step")
+        drawn = False
+        for arm in _arms(df):
+            runs = scorecard.toy_runs(df, arm, beta)
+            runs = runs[runs[key].notna()] if key in runs else runs.iloc[0:0]
+            curve = _seed_mean_band(runs, key, "step") if not runs.empty else pd.DataFrame()
+            if curve.empty:
+                continue
+            handles.setdefault(arm, _mean_band(ax, curve, "step", arm, arm_label(arm), alpha=0.18))
+            drawn = True
+        reference = _reference_level(ax, df, ref_key)
+        if reference is not None:
+            handles.setdefault("reference", reference)
+        if not drawn:
+            _no_data(ax)
+    axes[0, 0].set_ylabel("probability mass (mean over the 8 prompts)")
+    axes[0, 0].set_ylim(-0.02, 1.02)
+    fig.suptitle(f"8×8 toy, β = {beta:g}")
+    _arm_legend(fig, axes[0, 0], list(handles.values()), title="arm (band = ±1 s.e.)")
+    return fig
+
+
+@styled
+def toy_beta(df: pd.DataFrame) -> Figure:
+    """End masses (mean over each run's last quarter of evaluations; mean over seeds, 95% CI, seeds as dots) on the
+    diagonal and on the uncovered responses against the KL strength β shared by DPO and PPO; dashed = π_ref."""
+    fig, axes = new_figure(ncols=2, width=4.4, height=3.8, sharey=True)
+    handles = {}
+    for ax, (key, ref_key, name) in zip(axes[0], _TOY_PANELS):
+        ax.set_title(name)
+        ax.set_xlabel("β (KL strength, DPO and PPO)")
+        drawn = False
+        for arm in _arms(df):
+            betas = scorecard.toy_betas(df, arm) or [None]
+            points = []
+            for beta in betas:
+                ends = end_values(scorecard.toy_runs(df, arm, beta), key, scorecard.TOY_TAIL)
+                per_seed = ends.groupby("seed")["value"].mean().to_numpy()
+                if len(per_seed) and beta is not None:
+                    points.append((beta, per_seed))
+            if not points:
+                continue
+            color = arm_color(arm)
+            summary = [(beta, *bootstrap_ci(values)) for beta, values in points]
+            (line,) = ax.plot([p[0] for p in summary], [p[1] for p in summary], color=color, marker="o",
+                              linestyle=arm_linestyle(arm), label=arm_label(arm))
+            for (beta, mean, low, high), (_, values) in zip(summary, points):
+                error = _interval_error(mean, low, high)
+                if error is not None:
+                    ax.errorbar(beta, mean, yerr=error, color=color, capsize=4, linewidth=1.2)
+                ax.scatter(beta + 0.004 * _jitter(len(values), 1.0), values, color=color, s=12, alpha=0.5, zorder=3)
+            handles.setdefault(arm, line)
+            drawn = True
+        reference = _reference_level(ax, df, ref_key)
+        if reference is not None:
+            handles.setdefault("reference", reference)
+        if not drawn:
+            _no_data(ax)
+    axes[0, 0].set_ylabel("end probability mass (mean over the 8 prompts)")
+    axes[0, 0].set_ylim(-0.02, 1.02)
+    fig.suptitle("8×8 toy: end masses against β")
+    _arm_legend(fig, axes[0, 0], list(handles.values()), title="arm")
+    return fig
+
+
+def toy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = π_ref and (arm, β); columns = end masses on the diagonal and the uncovered responses, the fraction of
+    uncovered cells above π_ref, KL to π_ref (means over seeds of each run's last-quarter mean), and the seed count."""
+    columns = {"diagonal mass": ("eval/diagonal_mass", "eval/diagonal_mass_ref"),
+               "uncovered mass": ("eval/uncovered_mass", "eval/uncovered_mass_ref"),
+               "uncovered cells raised": ("eval/uncovered_raised", None), "KL to π_ref": ("eval/kl", None)}
+    rows, index = [], []
+    if not df.empty and "eval/diagonal_mass_ref" in df and df["eval/diagonal_mass_ref"].notna().any():
+        rows.append({name: (float(df[ref].mean()) if ref else (0.0 if key != "eval/uncovered_raised" else np.nan))
+                     for name, (key, ref) in columns.items()} | {"n seeds": "–"})
+        index.append("π_ref")
+    for arm in _arms(df):
+        for beta in scorecard.toy_betas(df, arm) or [None]:
+            runs = scorecard.toy_runs(df, arm, beta)
+            row, seeds = {}, 0
+            for name, (key, _) in columns.items():
+                per_seed = end_values(runs, key, scorecard.TOY_TAIL).groupby("seed")["value"].mean()
+                row[name] = float(per_seed.mean()) if len(per_seed) else np.nan
+                seeds = max(seeds, len(per_seed))
+            if seeds:
+                rows.append(row | {"n seeds": seeds})
+                index.append(arm_label(arm) + ("" if beta is None else f", β = {beta:g}"))
+    table = pd.DataFrame(rows, index=pd.Index(index, name="policy"))
+    return table
+
+
 # --------------------------------------------------------------------------------- suites and regenerate
 def _curves(metrics: Sequence[str], x: str = "step", title: str | None = None) -> Callable[[pd.DataFrame], Figure]:
     def draw(df: pd.DataFrame) -> Figure:
@@ -662,6 +774,7 @@ SUITE_FIGURES: dict[str, list[Callable | tuple[str, Callable]]] = {
     "curriculum": [("curriculum", curriculum_figure)],
     "bandit": [("gold_reward_vs_step", bandit_curves), ("gold_reward_vs_samples", _bandit_vs_samples)],
     "sample_reuse": [sample_reuse, ("gold_reward_vs_samples", _bandit_vs_samples)],
+    "toy8x8": [toy_masses, toy_beta],
 }
 DEFAULT_FIGURES: list[Callable | tuple[str, Callable]] = [win_rate_vs_kl, ("final_win_rate", bars)]
 
@@ -675,6 +788,7 @@ SUITE_TABLES: dict[str, list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame]]]
     "curriculum": [("curriculum", curriculum_table)],
     "bandit": [("final_metrics", lambda df: final_table(df, metrics=("eval/gold_reward",)))],
     "sample_reuse": [("final_metrics", lambda df: final_table(df, metrics=("eval/gold_reward",)))],
+    "toy8x8": [("end_masses", toy_table)],
 }
 
 

@@ -25,7 +25,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "train/examples", "train/skipped", "gen/staleness", "gen/length", "counters/samples", "counters/updates",
     "time/seconds", "eval/kl", "eval/kl_k1", "eval/kl_k3", "eval/win_rate", "eval/gold_reward",
     "eval/proxy_reward", "eval/proxy_accuracy", "eval/accuracy", "eval/length", "eval/entropy",
-    "eval/classification_accuracy",
+    "eval/classification_accuracy", "eval/diagonal_mass", "eval/diagonal_mass_ref", "eval/uncovered_mass",
+    "eval/uncovered_mass_ref", "eval/uncovered_raised",
 )
 BASE_COLUMNS: tuple[str, ...] = ("suite", "arm", "seed", "run_name", "run_dir", "step", "complete")
 _IDENTITY_KEYS = {"suite", "arm", "seed", "run_name"}  # already base columns
@@ -269,6 +270,19 @@ def initial_points(df: pd.DataFrame) -> pd.DataFrame:
         return df.iloc[0:0]
     evals = df[df[columns].notna().any(axis=1)]
     return evals.sort_values("step").groupby("run_dir", sort=False).head(1).sort_index()
+
+
+def end_values(df: pd.DataFrame, metric: str, tail: float) -> pd.DataFrame:
+    """(arm, seed, run_dir, value): per run, the mean of `metric` over its evaluations in the last `tail` fraction of
+    its steps (at least the last one). For runs that settle at a fixed point and fluctuate around it (toy8x8's DPO on
+    a fixed dataset), this estimates the settled value better than the last evaluation alone."""
+    if df.empty or metric not in df:
+        return pd.DataFrame(columns=["arm", "seed", "run_dir", "value"])
+    rows = df[df[metric].notna()]
+    last = rows.groupby("run_dir")["step"].transform("max")
+    rows = rows[rows["step"] >= (1.0 - tail) * last]
+    out = rows.groupby("run_dir", sort=False).agg(arm=("arm", "first"), seed=("seed", "first"), value=(metric, "mean"))
+    return out.reset_index()[["arm", "seed", "run_dir", "value"]]
 
 
 def resolve_metric(df: pd.DataFrame, metric: str, task: str | None = None) -> str | None:

@@ -19,7 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.kl_match import best_under_budget, bootstrap_ci, common_budgets
-from analysis.load import eval_points, final_points, initial_points, missing, per_seed_final, resolve_metric
+from analysis.load import (end_values, eval_points, final_points, initial_points, missing, per_seed_final,
+                           resolve_metric)
 from analysis.style import SUITE_ARMS, arm_label
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_COVERED = "reproduced", "not reproduced", "inconclusive", "not covered"
@@ -43,6 +44,13 @@ FAR_RATIO = 2.0  # claim 14 "far more": the R1 drop is at least twice the R2 dro
 SPREAD_FRACTION = 1.0  # claim 15 "≈": online-ish arms differ by no more than their mean gain over offline
 MIXED_RETENTION = 0.5  # claim 17 "good on both": mixed keeps >= half of each specialist's gain
 CORRELATION_EQUIVALENCE = 0.3  # claim 5: a window-vs-win-rate rho CI inside ±0.3 = no trend
+TOY_BETA = 0.1  # claim 18 is decided at DPO's usual β, the first value of the toy8x8 suite's β sweep
+TOY_TAIL = 0.25  # claim 18: a run's end value = mean of its evaluations over the last 25% of steps (DPO on a fixed
+                 # dataset settles at a fixed point and then jitters with the minibatch order)
+DIAGONAL_RECOVERED = 0.5  # claim 18 "recovers the diagonal": more than half the mass on the optimal response (more
+                          # than the 7 others together) ...
+DIAGONAL_GAIN = 0.2  # ... and at least 0.2 above π_ref's own diagonal mass, so a π_ref that already likes the
+                     # diagonal does not count as recovering it
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class Decision:
     value: float
     ci_low: float
     ci_high: float
-    verdict: str  # reproduced | not reproduced | inconclusive (| not covered for claim 18)
+    verdict: str  # reproduced | not reproduced | inconclusive (| not covered for a claim no suite tests)
     explanation: str
 
 
@@ -733,6 +741,75 @@ def decide_curriculum(df: pd.DataFrame) -> Decision:
                     f"mixed keeps (min over tasks) {_fmt(retention[0])}{_interval(retention[1], retention[2])}; {reason}")
 
 
+# ------------------------------------------------------------------------------------------------ toy8x8: 18
+def toy_runs(df: pd.DataFrame, arm: str, beta: float | None = TOY_BETA) -> pd.DataFrame:
+    """The rows of `arm`'s runs at KL strength `beta` (all of them when the frame has no algo.beta column: one β)."""
+    runs = df[df["arm"] == arm] if not df.empty else df
+    if beta is not None and "algo.beta" in runs and runs["algo.beta"].notna().any():
+        runs = runs[np.isclose(pd.to_numeric(runs["algo.beta"], errors="coerce"), beta)]
+    return runs
+
+
+def toy_betas(df: pd.DataFrame, arm: str) -> list[float]:
+    runs = toy_runs(df, arm, None)
+    if "algo.beta" not in runs or runs["algo.beta"].isna().all():
+        return []
+    return sorted(pd.to_numeric(runs["algo.beta"], errors="coerce").dropna().unique().tolist())
+
+
+def toy_seed_values(df: pd.DataFrame, arm: str, metric: str, beta: float | None = TOY_BETA) -> pd.Series:
+    """seed -> the run's end value of `metric` (mean over the last TOY_TAIL of its evaluations)."""
+    ends = end_values(toy_runs(df, arm, beta), metric, TOY_TAIL)
+    return ends.groupby("seed")["value"].mean()
+
+
+def decide_toy_coverage(df: pd.DataFrame) -> Decision:
+    """Claim 18 at β = TOY_BETA: DPO's end mass on the uncovered responses − π_ref's (CI over seeds > 0), and PPO
+    with KL's end diagonal mass above max(DIAGONAL_RECOVERED, π_ref's + DIAGONAL_GAIN) (CI over seeds)."""
+    statistic = f"DPO (fixed dataset) − π_ref mass on uncovered responses, β = {TOY_BETA:g}"
+    dpo = toy_seed_values(df, "dpo_offline", "eval/uncovered_mass")
+    dpo_ref = toy_seed_values(df, "dpo_offline", "eval/uncovered_mass_ref")
+    ppo = toy_seed_values(df, "ppo_kl", "eval/diagonal_mass")
+    ppo_ref = toy_seed_values(df, "ppo_kl", "eval/diagonal_mass_ref")
+    absent = [arm for arm, values in (("dpo_offline", dpo), ("ppo_kl", ppo)) if values.empty]
+    if absent:
+        return _nan_decision(statistic, f"{_missing_text(absent)} (runs at β = {TOY_BETA:g})")
+    paired = pd.concat([dpo, dpo_ref], axis=1, join="inner").dropna().to_numpy()
+    value, low, high = bootstrap_ci(paired[:, 0] - paired[:, 1])
+    dpo_verdict, dpo_reason = _directional(low, high)
+    threshold = max(DIAGONAL_RECOVERED, float(ppo_ref.mean()) + DIAGONAL_GAIN)
+    diagonal, diagonal_low, diagonal_high = bootstrap_ci(ppo.to_numpy())
+    if not np.isfinite(diagonal_low):
+        ppo_verdict, ppo_reason = INCONCLUSIVE, "PPO: no CI (one seed)"
+    elif diagonal_low > threshold:
+        ppo_verdict, ppo_reason = REPRODUCED, f"PPO diagonal CI above {threshold:.2f}"
+    elif diagonal_high < threshold:
+        ppo_verdict, ppo_reason = NOT_REPRODUCED, f"PPO diagonal CI below {threshold:.2f}"
+    else:
+        ppo_verdict, ppo_reason = INCONCLUSIVE, f"PPO diagonal CI includes {threshold:.2f}"
+    if NOT_REPRODUCED in (dpo_verdict, ppo_verdict):
+        verdict = NOT_REPRODUCED
+    elif dpo_verdict == ppo_verdict == REPRODUCED:
+        verdict = REPRODUCED
+    else:
+        verdict = INCONCLUSIVE
+    parts = [f"DPO uncovered mass {dpo.mean():.3f} vs π_ref {dpo_ref.mean():.3f} ({len(paired)} seeds; {dpo_reason})",
+             f"PPO+KL diagonal mass {diagonal:.3f}{_interval(diagonal_low, diagonal_high)} vs π_ref "
+             f"{ppo_ref.mean():.3f}, threshold {threshold:.2f} ({ppo_reason})"]
+    online_unc = toy_seed_values(df, "dpo_online", "eval/uncovered_mass")
+    online_diag = toy_seed_values(df, "dpo_online", "eval/diagonal_mass")
+    if not online_unc.empty:
+        parts.append(f"online DPO: uncovered {online_unc.mean():.3f}, diagonal {online_diag.mean():.3f}")
+    for beta in toy_betas(df, "dpo_offline"):
+        if np.isclose(beta, TOY_BETA):
+            continue
+        unc = toy_seed_values(df, "dpo_offline", "eval/uncovered_mass", beta)
+        diag = toy_seed_values(df, "ppo_kl", "eval/diagonal_mass", beta)
+        parts.append(f"β = {beta:g} (not decisive): DPO uncovered {unc.mean():.3f}"
+                     + (f", PPO diagonal {diag.mean():.3f}" if not diag.empty else ""))
+    return Decision(statistic, value, low, high, verdict, "; ".join(parts))
+
+
 # ------------------------------------------------------------------------------------------------ claims
 _GENERIC = "reproduced if CI > 0; not reproduced if CI < 0 or inside ±%g; else inconclusive" % EQUIVALENCE_WIN_RATE
 CLAIMS: list[Claim] = [
@@ -806,8 +883,12 @@ CLAIMS: list[Claim] = [
     Claim(17, "NV→V beats V→NV; V+NV mixed is good on both.", "curriculum", decide_curriculum,
           f"score(NV→V) − score(V→NV) CI over seeds ({_GENERIC}) and mixed keeping >= {MIXED_RETENTION:.0%} of each "
           f"specialist's gain (point estimate; CI below it: not reproduced)"),
-    Claim(18, "On the 8×8 toy, DPO raises uncovered cells above π_ref; PPO with KL recovers the diagonal.", None, None,
-          "not covered by any suite"),
+    Claim(18, "On the 8×8 toy, DPO raises uncovered cells above π_ref; PPO with KL recovers the diagonal.", "toy8x8",
+          decide_toy_coverage,
+          f"at β = {TOY_BETA:g}, per run the mean over its last {TOY_TAIL:.0%} of evaluations; DPO-on-the-dataset − "
+          f"π_ref mass on the uncovered responses, CI over seeds: {_GENERIC}; and PPO-with-KL diagonal mass CI above "
+          f"max({DIAGONAL_RECOVERED:g}, π_ref's + {DIAGONAL_GAIN:g}) (below it: not reproduced). Reproduced needs both; "
+          f"either part not reproduced: not reproduced"),
 ]
 CLAIMS_BY_NUMBER = {claim.number: claim for claim in CLAIMS}
 
@@ -889,7 +970,8 @@ def report(df: pd.DataFrame, suite: str, figures: Sequence[str] | None = None,
     else:
         lines.append("No claim of PAPERS.md is decided by this suite.")
     uncovered = [str(c.number) for c in CLAIMS if c.suite is None]
-    lines += ["", f"Claims not covered by any suite: {', '.join(uncovered)}.", "", "## Missing or unfinished runs", ""]
+    lines += ["", f"Claims not covered by any suite: {', '.join(uncovered) or 'none'}.", "",
+              "## Missing or unfinished runs", ""]
     if suite in SUITE_ARMS:
         gaps = missing(data, {suite: SUITE_ARMS[suite]}, seeds or [0])
         if n_runs == 0:

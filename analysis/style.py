@@ -31,6 +31,7 @@ SUITE_ARMS: dict[str, list[str]] = {
     "curriculum": ["nv", "v", "nv_then_v", "v_then_nv", "mixed"],
     "bandit": [f"{a}_{r}_{w}" for w in _REWARDS for a in _BANDIT_ALGOS for r in _BANDIT_REGIMES],
     "sample_reuse": [f"T{t}_{w}" for w in _REWARDS for t in _REUSE],
+    "toy8x8": ["dpo_offline", "ppo_kl", "dpo_online"],
 }
 
 # Colour-blind palette (seaborn "colorblind"): online blue, offline orange throughout.
@@ -61,6 +62,8 @@ ARM_COLORS: dict[str, str] = {
        for r in _BANDIT_REGIMES for w in _REWARDS},
     # sample_reuse: T on a sequential scale
     **{f"T{t}_{w}": c for t, c in zip(_REUSE, _SEQUENTIAL[::-1][1:]) for w in _REWARDS},
+    # toy8x8
+    "dpo_offline": _ORANGE, "ppo_kl": _BLUE, "dpo_online": _SKY,
 }
 REWARD_COLORS = {"R1": _VERMILLION, "R2": _BLUE}
 
@@ -84,9 +87,10 @@ ARM_LABELS: dict[str, str] = {
     **{f"{a}_{r}_{w}": f"{_ALGO_LABELS[a]} {_REGIME_LABELS[r]} ({w})"
        for a in _BANDIT_ALGOS for r in _BANDIT_REGIMES for w in _REWARDS},
     **{f"T{t}_{w}": f"T={t} ({w})" for t in _REUSE for w in _REWARDS},
+    "dpo_offline": "DPO, fixed dataset", "ppo_kl": "PPO (GRPO) with KL", "dpo_online": "DPO, online",
 }
 _OFFLINE_ARMS = {"offline_ipo", "offline_dpo", "offline_dataset", "ipo_offline", "bo2_offline", "math_sinf",
-                 "chat_sinf", *(f"{a}_offline_{w}" for a in _BANDIT_ALGOS for w in _REWARDS)}
+                 "chat_sinf", "dpo_offline", *(f"{a}_offline_{w}" for a in _BANDIT_ALGOS for w in _REWARDS)}
 
 _ORDER = {arm: i for i, arm in enumerate(dict.fromkeys(a for arms in SUITE_ARMS.values() for a in arms))}
 SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -108,6 +112,9 @@ METRIC_LABELS = {
     "train/margin": "training margin β·h",
     "train/accuracy": "training pair accuracy",
     "train/chosen_logratio": "log π(y$_w$) − log π$_{\\mathrm{ref}}$(y$_w$)",
+    "eval/diagonal_mass": "mass on the diagonal (optimal) responses",
+    "eval/uncovered_mass": "mass on the uncovered responses",
+    "eval/uncovered_raised": "uncovered cells above π$_{\\mathrm{ref}}$ (fraction)",
     "counters/samples": "samples generated",
     "step": "step",
 }

@@ -37,7 +37,10 @@ QUALITY: dict[str, dict[str, float]] = {
                **{f"{a}_offline_R2": 0.97 for a in ("dpo", "ipo", "best_of_n", "reinforce")}},
     "sample_reuse": {"T1_R1": 1.0, "T2_R1": 0.85, "T4_R1": 0.6, "T8_R1": 0.35,
                      "T1_R2": 1.0, "T2_R2": 0.99, "T4_R2": 0.97, "T8_R2": 0.95},
+    # toy8x8: dpo_offline = rise of the uncovered mass above pi_ref's; the others = gain of the diagonal mass
+    "toy8x8": {"dpo_offline": 1.0, "ppo_kl": 1.0, "dpo_online": 1.0},
 }
+_TOY_BETAS = (0.1, 0.2, 0.3)  # the toy8x8 suite's beta sweep of dpo_offline and ppo_kl
 _CURRICULUM_CHAT = {"nv": 1.0, "v": 0.0, "nv_then_v": 0.97, "v_then_nv": 0.9, "mixed": 0.75}
 
 
@@ -71,7 +74,8 @@ def _gold_shape(d: np.ndarray) -> np.ndarray:
 
 def _config(suite: str, arm: str, seed: int, run_name: str, **extra) -> dict:
     config = {"suite": suite, "arm": arm, "seed": seed, "run_name": run_name, "overrides": [f"arm={arm}"],
-              "world": {"name": "token_bandit" if suite in ("bandit", "sample_reuse") else "synth_lm", "task": "chat"},
+              "world": {"name": {"bandit": "token_bandit", "sample_reuse": "token_bandit", "toy8x8": "toy8x8"}.get(suite, "synth_lm"),
+                        "task": "chat"},
               "algo": {"name": "ipo", "beta": 0.1}, "sync_every": 1, "data": {"name": "policy"},
               "replay": {"order": "original", "shuffle_window": 1}, "reward": "R1", "labeller": "gold",
               "lr": 1e-5, "steps": 200, "reuse": 1, "batch_size": 32}
@@ -206,5 +210,29 @@ def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise):
         reuse = int(arm[1:].split("_")[0]) if suite == "sample_reuse" else 1
         yield (_config(suite, arm, seed, f"{suite}__{arm}__s{seed}", reward=reward, reuse=reuse),
                _records(steps, eval_every, train_every, eval_fn, train_fn))
+    elif suite == "toy8x8":
+        diagonal_ref, uncovered_ref = 0.1, 0.3
+        for beta in (_TOY_BETAS if arm != "dpo_online" else (0.1,)):
+            rng = _rng(suite, arm, seed, beta)
+
+            def eval_fn(frac, rng=rng, beta=beta):
+                rise = 1 - math.exp(-5 * frac)
+                if arm == "dpo_offline":
+                    uncovered = uncovered_ref + 0.2 * q * rise * (1 + beta)
+                    diagonal = diagonal_ref + 0.4 * rise
+                else:
+                    diagonal = diagonal_ref + 0.8 * q * rise * (1 - beta)
+                    uncovered = uncovered_ref * (1 - 0.8 * rise)
+                return {"eval/diagonal_mass": diagonal + rng.normal(0, noise),
+                        "eval/uncovered_mass": uncovered + rng.normal(0, noise),
+                        "eval/diagonal_mass_ref": diagonal_ref, "eval/uncovered_mass_ref": uncovered_ref,
+                        "eval/uncovered_raised": 0.5 * rise if arm == "dpo_offline" else 0.0,
+                        "eval/kl": 2 * rise, "eval/gold_reward": diagonal}
+
+            def train_fn(frac, step):
+                return {"train/loss": 0.7 - 0.2 * frac, "counters/samples": step * 64}
+
+            config = _config(suite, arm, seed, f"{suite}__{arm}__b{beta}__s{seed}", **{"algo.beta": beta})
+            yield config, _records(steps, eval_every, train_every, eval_fn, train_fn)
     else:
         raise KeyError(suite)

@@ -67,9 +67,9 @@ class Suite:
 
 
 def _collect() -> dict[str, Suite]:
-    from experiments import lanchantin2025, tajwar2024, tang2024
+    from experiments import lanchantin2025, tajwar2024, tang2024, xu2024
 
-    suites = [*tang2024.SUITES, *lanchantin2025.SUITES, *tajwar2024.SUITES]
+    suites = [*tang2024.SUITES, *lanchantin2025.SUITES, *tajwar2024.SUITES, *xu2024.SUITES]
     return {s.name: s for s in suites}
 
 

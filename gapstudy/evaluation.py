@@ -115,4 +115,6 @@ class Evaluator:
             k = len(h) // 2
             margin = h[:k] - h[k:]
             metrics["eval/classification_accuracy"] = float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean())
+        if self.world.extra_metrics is not None:  # the world's own exact metrics, against the anchor (pi_init)
+            metrics.update(self.world.extra_metrics(policy, self.anchor))
         return metrics

@@ -43,6 +43,12 @@ KEYS: dict[str, str] = {
     "eval/length": "mean response length in tokens",
     "eval/entropy": "mean per-token entropy of pi along its own samples (nats)",
     "eval/classification_accuracy": "pi as a classifier, sign(h), against gold labels on held-out pairs of reference samples",
+    # world=toy8x8 only: exact softmax masses over the 8 responses, averaged over the 8 prompts
+    "eval/diagonal_mass": "pi's mass on the optimal (diagonal) response",
+    "eval/diagonal_mass_ref": "pi_init's mass on the diagonal (the same every evaluation)",
+    "eval/uncovered_mass": "pi's mass on the responses that appear in no pair of the prompt in the fixed dataset",
+    "eval/uncovered_mass_ref": "pi_init's mass on those uncovered responses (the same every evaluation)",
+    "eval/uncovered_raised": "fraction of uncovered (prompt, response) cells where pi > pi_init",
 }
 TASK_KEY = re.compile(r"^eval/[a-z_]+/(win_rate|gold_reward|accuracy|length|entropy|kl)$")
 

@@ -43,7 +43,7 @@ def bad_datasets(tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, qwen_chat, qwen_gsm8k, synth_lm, token_bandit"),
+    (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, qwen_chat, qwen_gsm8k, synth_lm, token_bandit, toy8x8"),
     (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
     (["data=stream"], "data='stream' is invalid; valid choices: dataset, policy, replay"),
     (["logger=tensorboard"], "logger='tensorboard' is invalid; valid choices: jsonl, wandb"),
@@ -101,7 +101,7 @@ def test_the_console_script_exits_2_without_a_traceback(results):
 
 def test_every_config_group_option_composes_and_validates(finished):
     groups = {g: group_options(g) for g in ("world", "algo", "data", "logger")}
-    assert groups["world"] == ["hf", "qwen_chat", "qwen_gsm8k", "synth_lm", "token_bandit"]
+    assert groups["world"] == ["hf", "qwen_chat", "qwen_gsm8k", "synth_lm", "token_bandit", "toy8x8"]
     presets = {"qwen_chat": "hf", "qwen_gsm8k": "hf"}  # real-scale presets of world=hf
     assert sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra") == sorted(groups)
     # world=hf has required (???) settings; hub names validate without touching the network

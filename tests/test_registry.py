@@ -23,7 +23,7 @@ def test_registry_has_every_suite_of_the_issue_with_the_analysis_arm_names():
     from analysis.style import SUITE_ARMS
 
     assert list(SUITES) == ["kl_budget", "data_coverage", "shuffle_degree", "suboptimal_data", "best_of_2",
-                            "sync_period", "curriculum", "bandit", "sample_reuse"]
+                            "sync_period", "curriculum", "bandit", "sample_reuse", "toy8x8"]
     for name, suite in SUITES.items():
         assert [a.name for a in suite.arms] == SUITE_ARMS[name], name
         assert suite.question.endswith("?") and suite.paper and suite.claims

@@ -20,6 +20,7 @@ from filelock import FileLock
 WORLDS: dict[str, tuple[str, str]] = {
     "token_bandit": ("gapstudy.worlds.token_bandit", "Tajwar et al.'s GPT-nano token bandit: 1-token prompts, 9-token responses, gold rewards R1/R2"),
     "synth_lm": ("gapstudy.worlds.synth_lm", "a tiny GPT pretrained in-process on math (verifiable) and chat (gold RM) prompts"),
+    "toy8x8": ("gapstudy.worlds.toy8x8", "Xu et al.'s 8x8 toy: 8 one-hot prompts, 8 one-token responses, diagonal optimum, a fixed dataset covering few pairs"),
     "hf": ("gapstudy.worlds.hf", "a transformers causal LM by hub name or local path, prompts from a hub or local dataset, math-verify / GSM8K / reward-model rewards"),
 }
 
@@ -44,6 +45,9 @@ class World:
     # text or chat messages -> prompt token ids as the policy sees them (world=hf: its chat template); None: the
     # tokenizer's plain encoding. Used for the text prompts of preference datasets (data=dataset, train-rm).
     encode_prompt: Callable | None = None
+    # (policy, reference) -> {eval/ key: value}: metrics only this world can compute, added to every evaluation
+    # (toy8x8: exact probability masses on the diagonal and on the dataset's uncovered cells); None: none
+    extra_metrics: Callable | None = None
 
 
 def build_world(cfg, cache_root: Path) -> World:
