@@ -85,3 +85,44 @@ def test_a_sharded_run_resumes_from_its_checkpoint_exactly(tmp_path):
     _run(TORCHRUN, overrides, crashed)  # the same command resumes at step 3
     assert (run / "final.json").exists() and not (run / "state.pt").exists()
     _assert_same_metrics(read(_only_run(whole)), read(run))
+
+
+def test_fsdp_shards_a_transformers_model_with_tied_embeddings(tmp_path):
+    """world=hf with a stock GPT-2 (2 blocks, lm_head tied to the embedding): sharded block by block over 2 processes,
+    it trains and evaluates as the 1-process run does."""
+    import json
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.test_hf_world import make_tokenizer
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=32, n_positions=256,
+                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    model.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"question": f"{a} + 1 = ?", "answer": f"#### {a + 1}"}) + "\n"
+                               for a in range(12)))
+    overrides = ["world=hf", f"world.model={tmp_path / 'policy'}", f"world.prompts.path={prompts}",
+                 "world.prompts.field=question", "world.prompts.answer_field=answer", "world.prompts.eval_size=4",
+                 "world.reward.kind=gsm8k", "world.max_new_tokens=6", "device=cpu", "steps=4", "eval.every=2",
+                 "eval.prompts=4", "batch_size=4", "lr=0.01", "algo=dpo", "checkpoint_every=0", "progress=false",
+                 "parallel=fsdp"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([sys.executable], overrides, one)
+    _run(TORCHRUN, overrides, two)
+    run_one = _only_run(one)
+    a, b = read(run_one), read(two / run_one.name)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key, value in ra.items():
+            if key != "time/seconds":
+                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (ra["step"], key)
+    assert a[-1]["eval/kl"] > 1e-3  # the policy moved, identically
+    saved = GPT2LMHeadModel.from_pretrained(two / run_one.name / "checkpoint")
+    assert saved.lm_head.weight is saved.transformer.wte.weight
