@@ -175,6 +175,10 @@ def _check_dataset(d) -> None:
         value = d.get(key)
         if not (isinstance(value, str) and value) and not (nullable and value is None):
             raise ConfigError(f"data.{key}={value!r} is invalid; valid: a name" + (" or null" if nullable else ""))
+    for key in ("max_prompt_tokens", "max_response_tokens"):
+        value = d.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"data.{key}={value!r} is invalid; valid: an integer >= 1 or null")
 
 
 def check_chat_template(value) -> None:

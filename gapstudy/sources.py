@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -355,6 +356,24 @@ def dataset_cache_dir(cfg) -> str:
     return str(Path(cfg.paths.results) / ".cache" / "datasets")
 
 
+def drop_long_pairs(rows: list[dict], max_prompt, max_response, path) -> list[dict]:
+    """Pairs within the token limits (None = no limit). Long pairs are dropped, not truncated: a cut response has
+    no EOS and is no longer the response the label was given to."""
+    def fits(r):
+        return ((max_prompt is None or len(r["prompt"]) <= max_prompt)
+                and (max_response is None or max(len(r["chosen"]), len(r["rejected"])) <= max_response))
+
+    kept = [r for r in rows if fits(r)]
+    if not kept:
+        raise DataError(f"dataset {path}: every one of its {len(rows)} pairs exceeds data.max_prompt_tokens="
+                        f"{max_prompt} or data.max_response_tokens={max_response}")
+    if len(kept) < len(rows):
+        warnings.warn(f"dataset {path}: dropped {len(rows) - len(kept)} of {len(rows)} pairs longer than "
+                      f"data.max_prompt_tokens={max_prompt} / data.max_response_tokens={max_response} tokens",
+                      stacklevel=2)
+    return kept
+
+
 class DatasetSource:
     """A fixed preference dataset, read in seeded random order, epoch after epoch."""
 
@@ -364,8 +383,10 @@ class DatasetSource:
         if pair_kind != "pairs":
             raise DataError(f"data=dataset holds preference pairs; algo={cfg.algo.name} needs groups of samples "
                             "(use data=policy or data=replay of a group run)")
-        self.rows_all = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt,
-                                             dataset_cache_dir(cfg))
+        rows = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt,
+                                    dataset_cache_dir(cfg))
+        self.rows_all = drop_long_pairs(rows, cfg.data.get("max_prompt_tokens"), cfg.data.get("max_response_tokens"),
+                                        cfg.data.path)
         self.batch_size = int(cfg.batch_size)
         self.shuffle = bool(cfg.data.shuffle)
         self.rng = random.Random(seed)

@@ -205,6 +205,24 @@ def test_data_settings_are_checked_at_start_up(hub, tmp_path):
         validate(compose(world_overrides(hub, "data=dataset", f"data.path={hub['repo']}", "data.split=null")))
     with pytest.raises(ConfigError, match="data.chosen_field=None is invalid"):
         validate(compose(world_overrides(hub, "data=dataset", f"data.path={hub['repo']}", "data.chosen_field=null")))
+    with pytest.raises(ConfigError, match=r"data.max_prompt_tokens=0 is invalid; valid: an integer >= 1 or null"):
+        validate(compose(world_overrides(hub, "data=dataset", f"data.path={hub['repo']}", "data.max_prompt_tokens=0")))
+
+
+def test_pairs_beyond_the_token_limits_are_dropped_with_a_warning():
+    from gapstudy.sources import drop_long_pairs
+
+    rows = [{"prompt": [1] * p, "chosen": [2] * c, "rejected": [3] * r} for p, c, r in
+            [(4, 2, 2), (5, 2, 2), (4, 3, 1), (4, 1, 3), (3, 3, 3)]]
+    assert drop_long_pairs(rows, None, None, "d") == rows
+    with pytest.warns(UserWarning, match=r"dropped 4 of 5 pairs longer than data.max_prompt_tokens=4 / "
+                                         r"data.max_response_tokens=2"):
+        kept = drop_long_pairs(rows, 4, 2, "d")
+    assert kept == [rows[0]]  # (5, 2, 2): prompt too long; the others: a response too long
+    with pytest.warns(UserWarning, match="dropped 1 of 5"):
+        assert drop_long_pairs(rows, 4, None, "d") == [rows[0], rows[2], rows[3], rows[4]]
+    with pytest.raises(DataError, match="every one of its 5 pairs exceeds"):
+        drop_long_pairs(rows, 2, None, "d")
 
 
 # ---------------------------------------------------------------- end to end
