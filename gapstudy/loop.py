@@ -169,7 +169,7 @@ def train(cfg, run_dir: Path) -> dict:
     sampler = make_sampler(cfg, world, policy, device, frozen_dtype) if source.needs_sampler else None
     steps = int(cfg.steps) if sampler is not None or cfg.data.name == "dataset" else min(int(cfg.steps), len(source))
     evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
-    whole = distributed.FullPolicy(policy, sharded, frozen_dtype)  # the policy as one model: for syncs, evaluation and saving
+    whole = distributed.FullPolicy(policy, sharded, frozen_dtype)  # the policy as one model: syncs, evaluation, saving
     if sharded:
         policy = distributed.shard_model(policy)
     optimizer = make_optimizer(cfg, policy)
