@@ -43,7 +43,8 @@ class World:
     binary_tasks: frozenset = field(default_factory=frozenset)  # tasks whose gold reward is a 0/1 verifier
     tasks: tuple[str, ...] = ("default",)
     # text or chat messages -> prompt token ids as the policy sees them (world=hf: its chat template); None: the
-    # tokenizer's plain encoding. Used for the text prompts of preference datasets (data=dataset, train-rm).
+    # tokenizer's plain encoding. Used for the text and chat-message prompts of preference datasets (data=dataset,
+    # train-rm).
     encode_prompt: Callable | None = None
     # (policy, reference) -> {eval/ key: value}: metrics only this world can compute, added to every evaluation
     # (toy8x8: exact probability masses on the diagonal and on the dataset's uncovered cells); None: none

@@ -44,9 +44,9 @@ def _error(message: str):
     return ConfigError(message)
 
 
-def _check_fields(data, path, fields: dict[str, str | None]) -> None:
+def _check_fields(data, path, fields: dict[str, str | None], key: str = "world.prompts.path") -> None:
     if len(data) == 0:
-        raise _error(f"world.prompts.path={str(path)!r} is empty")
+        raise _error(f"{key}={str(path)!r} is empty")
     for key, name in fields.items():
         if name is not None and name not in data.column_names:
             raise _error(f"world.prompts.{key}={name!r} is not a column of {path}; available columns: "
@@ -302,7 +302,7 @@ def build(cfg, cache_root: Path) -> World:
     eval_size = int(p.eval_size)
     if (str(eval_path), eval_split) != (str(p.path), p.split):  # a separate evaluation source
         eval_data = load_records(eval_path, eval_split, p.get("subset"), cache_dir, key="world.prompts.eval_path")
-        _check_fields(eval_data, eval_path, fields)
+        _check_fields(eval_data, eval_path, fields, "world.prompts.eval_path" if p.eval_path else "world.prompts.path")
         eval_order = list(range(len(eval_data)))
         random.Random(int(w.build_seed)).shuffle(eval_order)
         eval_sets = [(eval_data, eval_order[:eval_size])]
