@@ -127,7 +127,7 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[dict]]:
     if suite is None and len(relative) >= 2:
         suite = relative[0]  # a run inside a suite folder whose config predates the suite key
     run_name = config.get("run_name") or run_dir.name
-    arm = config.get("arm") or run_name  # an ad-hoc run is its own arm
+    arm = config.get("arm") or ad_hoc_arm(run_name)
     seed = config.get("seed")
     identity = {
         "suite": suite, "arm": arm, "seed": np.nan if seed is None else seed,
@@ -135,6 +135,13 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[dict]]:
     }
     rows = [{**identity, "step": step, **values} for step, values in sorted(by_step.items())]
     return flat, rows
+
+
+def ad_hoc_arm(run_name: str) -> str:
+    """The arm of a run made outside the registry: its run name without the `__seed-N` suffix that gapstudy's run
+    names end with, so that the seeds of one configuration pool into one arm."""
+    stem, sep, seed = str(run_name).rpartition("__seed-")
+    return stem if sep and stem and seed.lstrip("-").isdigit() else str(run_name)
 
 
 def _varying(configs: list[dict]) -> list[str]:

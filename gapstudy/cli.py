@@ -1,4 +1,4 @@
-"""The face of gapstudy: `gapstudy run | train-rm | list | demo | figures | bench`. The only module that knows
+"""The face of gapstudy: `gapstudy run | train-rm | list | demo | figures | compare | bench`. The only module that knows
 about the command line.
 
 `gapstudy run KEY=VALUE ...` hands its arguments to hydra (override syntax, `-m` multirun, `--cfg job`), so a
@@ -22,6 +22,9 @@ commands:
   demo [KEY=VALUE]    online vs offline DPO on token_bandit R1: a table of final gold reward, win rate, KL
   figures [suite=NAME] [paths.results=DIR] [profile=full|quick|all]
                       paper-style figures, tables and REPORT.md from the runs under the results root
+  compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]
+                      win rate against KL, KL-matched and final tables for any runs (run dirs or folders of them),
+                      seeds pooled per configuration (or per value of the config keys in by=)
   bench [KEY=VALUE]   time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens)
 """
 
@@ -180,6 +183,36 @@ def cmd_figures(argv: list[str]) -> None:
         print(path)
 
 
+def cmd_compare(argv: list[str]) -> None:
+    """`gapstudy compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]`: figures and tables of any runs, side by side."""
+    from analysis.compare import CompareError, compare
+    from analysis.scorecard import markdown_table
+    from gapstudy.config import ConfigError
+
+    paths, opts = [], {"out": "compare", "y": "eval/win_rate", "by": ""}
+    for item in argv:
+        key, eq, value = item.partition("=")
+        if eq and key in opts:
+            opts[key] = value
+        elif eq and "/" not in key:
+            raise ConfigError(f"compare: {item!r} is invalid; valid: run directories or folders, by=KEY,KEY, out=DIR, "
+                              "y=METRIC")
+        else:
+            paths.append(item)
+    if not paths:
+        raise ConfigError("compare needs at least one run directory or folder of runs")
+    by = [k for k in opts["by"].split(",") if k]
+    try:
+        written, tables = compare(paths, opts["out"], by or None, opts["y"])
+    except CompareError as e:
+        raise ConfigError(str(e)) from None
+    for name, table in tables.items():
+        print(f"\n{name}:\n{markdown_table(table) if not table.empty else '(empty)'}")
+    print()
+    for path in written:
+        print(path)
+
+
 def cmd_bench(argv: list[str]) -> None:
     from gapstudy.bench import bench
 
@@ -187,7 +220,7 @@ def cmd_bench(argv: list[str]) -> None:
 
 
 COMMANDS = {"run": cmd_run, "train-rm": cmd_train_rm, "list": cmd_list, "demo": cmd_demo, "figures": cmd_figures,
-            "bench": cmd_bench}
+            "compare": cmd_compare, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
