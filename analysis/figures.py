@@ -644,6 +644,22 @@ def _reference_level(ax, df: pd.DataFrame, ref_key: str) -> Line2D | None:
     return ax.axhline(float(df[ref_key].mean()), color="0.35", linestyle="--", linewidth=1.5, label="π$_{\\mathrm{ref}}$")
 
 
+def _end_toy_panel(ax, df: pd.DataFrame, ref_key: str, handles: dict, drawn: bool) -> None:
+    reference = _reference_level(ax, df, ref_key)
+    if reference is not None:
+        handles.setdefault("reference", reference)
+    if not drawn:
+        _no_data(ax)
+
+
+def _end_toy_figure(fig: Figure, axes, handles: dict, ylabel: str, title: str, legend_title: str) -> Figure:
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].set_ylim(-0.02, 1.02)
+    fig.suptitle(title)
+    _arm_legend(fig, axes[0, 0], list(handles.values()), title=legend_title)
+    return fig
+
+
 @styled
 def toy_masses(df: pd.DataFrame, beta: float = scorecard.TOY_BETA) -> Figure:
     """Xu et al.'s 8×8 toy: π's exact mass on the diagonal and on the responses the dataset never pairs with the
@@ -662,16 +678,9 @@ def toy_masses(df: pd.DataFrame, beta: float = scorecard.TOY_BETA) -> Figure:
                 continue
             handles.setdefault(arm, _mean_band(ax, curve, "step", arm, arm_label(arm), alpha=0.18))
             drawn = True
-        reference = _reference_level(ax, df, ref_key)
-        if reference is not None:
-            handles.setdefault("reference", reference)
-        if not drawn:
-            _no_data(ax)
-    axes[0, 0].set_ylabel("probability mass (mean over the 8 prompts)")
-    axes[0, 0].set_ylim(-0.02, 1.02)
-    fig.suptitle(f"8×8 toy, β = {beta:g}")
-    _arm_legend(fig, axes[0, 0], list(handles.values()), title="arm (band = ±1 s.e.)")
-    return fig
+        _end_toy_panel(ax, df, ref_key, handles, drawn)
+    return _end_toy_figure(fig, axes, handles, "probability mass (mean over the 8 prompts)", f"8×8 toy, β = {beta:g}",
+                           "arm (band = ±1 s.e.)")
 
 
 @styled
@@ -705,16 +714,9 @@ def toy_beta(df: pd.DataFrame) -> Figure:
                 ax.scatter(beta + 0.004 * _jitter(len(values), 1.0), values, color=color, s=12, alpha=0.5, zorder=3)
             handles.setdefault(arm, line)
             drawn = True
-        reference = _reference_level(ax, df, ref_key)
-        if reference is not None:
-            handles.setdefault("reference", reference)
-        if not drawn:
-            _no_data(ax)
-    axes[0, 0].set_ylabel("end probability mass (mean over the 8 prompts)")
-    axes[0, 0].set_ylim(-0.02, 1.02)
-    fig.suptitle("8×8 toy: end masses against β")
-    _arm_legend(fig, axes[0, 0], list(handles.values()), title="arm")
-    return fig
+        _end_toy_panel(ax, df, ref_key, handles, drawn)
+    return _end_toy_figure(fig, axes, handles, "end probability mass (mean over the 8 prompts)",
+                           "8×8 toy: end masses against β", "arm")
 
 
 def toy_table(df: pd.DataFrame) -> pd.DataFrame:
