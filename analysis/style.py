@@ -21,7 +21,7 @@ _REWARDS = ("R1", "R2")
 _REUSE = (1, 2, 4, 8)
 
 SUITE_ARMS: dict[str, list[str]] = {
-    "kl_budget": ["online_ipo", "offline_ipo", "online_dpo", "offline_dpo"],
+    "kl_budget": ["online_ipo", "offline_ipo", "offline_ipo_golden", "online_dpo", "offline_dpo"],
     "data_coverage": ["online", "offline_dataset", "replay_original", "replay_shuffled"],
     "shuffle_degree": ["online", "window_1", "window_4", "window_32", "window_256", "window_all"],
     "suboptimal_data": ["online", "offline_dataset", "final_vs_final", "sft_vs_mid", "mid_vs_final", "sft_vs_final"],
@@ -41,7 +41,8 @@ _SEQUENTIAL = ("#76b791", "#509e90", "#33858d", "#1d6c8a", "#234f81")  # seaborn
 
 ARM_COLORS: dict[str, str] = {
     # kl_budget
-    "online_ipo": _BLUE, "offline_ipo": _ORANGE, "online_dpo": _SKY, "offline_dpo": _VERMILLION,
+    "online_ipo": _BLUE, "offline_ipo": _ORANGE, "offline_ipo_golden": _BROWN, "online_dpo": _SKY,
+    "offline_dpo": _VERMILLION,
     # data_coverage, suboptimal_data
     "online": _BLUE, "offline_dataset": _ORANGE, "replay_original": _GREEN, "replay_shuffled": _PURPLE,
     "final_vs_final": _GREY, "sft_vs_mid": _GREEN, "mid_vs_final": _PURPLE, "sft_vs_final": _BROWN,
@@ -70,7 +71,8 @@ REWARD_COLORS = {"R1": _VERMILLION, "R2": _BLUE}
 _ALGO_LABELS = {"dpo": "DPO", "ipo": "IPO", "best_of_n": "Best-of-N", "reinforce": "REINFORCE"}
 _REGIME_LABELS = {"onpolicy": "on-policy", "offline": "offline"}
 ARM_LABELS: dict[str, str] = {
-    "online_ipo": "online IPO", "offline_ipo": "offline IPO", "online_dpo": "online DPO", "offline_dpo": "offline DPO",
+    "online_ipo": "online IPO", "offline_ipo": "offline IPO", "offline_ipo_golden": "offline IPO, D_golden",
+    "online_dpo": "online DPO", "offline_dpo": "offline DPO",
     "online": "online", "offline_dataset": "offline (dataset)", "replay_original": "replay, original order",
     "replay_shuffled": "replay, shuffled",
     "window_1": "window 1 (no shuffle)", "window_4": "window 4", "window_32": "window 32", "window_256": "window 256",
@@ -89,7 +91,7 @@ ARM_LABELS: dict[str, str] = {
     **{f"T{t}_{w}": f"T={t} ({w})" for t in _REUSE for w in _REWARDS},
     "dpo_offline": "DPO, fixed dataset", "ppo_kl": "PPO (GRPO) with KL", "dpo_online": "DPO, online",
 }
-_OFFLINE_ARMS = {"offline_ipo", "offline_dpo", "offline_dataset", "ipo_offline", "bo2_offline", "math_sinf",
+_OFFLINE_ARMS = {"offline_ipo", "offline_ipo_golden", "offline_dpo", "offline_dataset", "ipo_offline", "bo2_offline", "math_sinf",
                  "chat_sinf", "dpo_offline", *(f"{a}_offline_{w}" for a in _BANDIT_ALGOS for w in _REWARDS)}
 
 _ORDER = {arm: i for i, arm in enumerate(dict.fromkeys(a for arms in SUITE_ARMS.values() for a in arms))}

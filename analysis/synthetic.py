@@ -19,7 +19,8 @@ from analysis.style import SUITE_ARMS
 
 # Default gain multipliers per suite and arm (1.0 = the online reference).
 QUALITY: dict[str, dict[str, float]] = {
-    "kl_budget": {"online_ipo": 1.0, "offline_ipo": 0.55, "online_dpo": 0.95, "offline_dpo": 0.5},
+    "kl_budget": {"online_ipo": 1.0, "offline_ipo": 0.55, "offline_ipo_golden": 0.5, "online_dpo": 0.95,
+                  "offline_dpo": 0.5},
     "data_coverage": {"online": 1.0, "offline_dataset": 0.5, "replay_original": 1.0, "replay_shuffled": 0.6},
     "shuffle_degree": {"online": 1.0, "window_1": 1.0, "window_4": 0.97, "window_32": 0.85, "window_256": 0.7,
                        "window_all": 0.6},

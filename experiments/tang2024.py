@@ -1,7 +1,8 @@
 """Tang et al. 2024, "Understanding the performance gap between online and offline alignment" [A].
 
 World: synth_lm's chat prompts (gold = the chat reward model), IPO as Tang et al. write it, E[(beta*h - 1/2)^2].
-Offline = gold-labelled pairs of SFT samples (sync_every=inf: fresh SFT samples each step, an unbounded D_golden);
+Offline = gold-labelled pairs of SFT samples (sync_every=inf: fresh SFT samples each step, an unbounded D_golden;
+in kl_budget also data=golden: the finite D_golden the proxy RM is trained on, Tang et al.'s offline data);
 online = pairs of the policy's own samples, labelled by the proxy RM in kl_budget (as in [A]) and by the gold reward
 in the ablations (so that they isolate the data, not the labeller). Win rate is against the SFT policy (Tang et al.
 use a strong online policy as the baseline; any fixed baseline ranks the arms the same way).
@@ -31,6 +32,10 @@ SUITES = [
                 note="online IPO, on-policy pairs labelled by the proxy RM"),
             Arm("offline_ipo", ("sync_every=inf", "algo=ipo"), sweep=(("algo.beta", (0.01, 0.03, 0.1)), ("lr", (0.001, 0.0003))),
                 note="offline IPO on gold-labelled SFT pairs, swept over beta and LR"),
+            Arm("offline_ipo_golden", ("data=golden", "algo=ipo"),
+                sweep=(("algo.beta", (0.01, 0.03, 0.1)), ("lr", (0.001, 0.0003))),
+                note="offline IPO on D_golden, the 2,048 gold-labelled SFT pairs the online arm's proxy learns from "
+                     "(Tang et al.'s offline data: both regimes see the same gold labels)"),
             Arm("online_dpo", ("sync_every=1", "algo=dpo", "labeller=proxy"), sweep=(("algo.beta", (0.03, 0.1, 0.3)),),
                 note="online DPO, proxy-labelled"),
             Arm("offline_dpo", ("sync_every=inf", "algo=dpo"), sweep=(("algo.beta", (0.03, 0.1, 0.3)),),

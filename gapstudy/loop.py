@@ -167,7 +167,7 @@ def train(cfg, run_dir: Path) -> dict:
                                                                             device), frozen_dtype)
     source = SOURCES[cfg.data.name][0](cfg, world, labeller, algorithm.kind, int(cfg.seed))
     sampler = make_sampler(cfg, world, policy, device, frozen_dtype) if source.needs_sampler else None
-    steps = int(cfg.steps) if sampler is not None or cfg.data.name == "dataset" else min(int(cfg.steps), len(source))
+    steps = min(int(cfg.steps), len(source)) if hasattr(source, "__len__") else int(cfg.steps)  # a log can run out
     evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
     whole = distributed.FullPolicy(policy, sharded, frozen_dtype)  # the policy as one model: syncs, evaluation, saving
     if sharded:

@@ -127,7 +127,8 @@ def load_reward_model(base, device="cpu", pad_token_id=None):
 
 
 def _gold_pairs(world, n_pairs: int, seed: int, device):
-    """n_pairs prompts, two reference samples each, the gold reward of each: the proxy's training data."""
+    """n_pairs prompts, two reference samples each, the gold reward of each, each prompt's task: the proxy's
+    training data."""
     from transformers import AutoModelForCausalLM
 
     from gapstudy.generation import left_pad, sample
@@ -140,35 +141,67 @@ def _gold_pairs(world, n_pairs: int, seed: int, device):
     ids, mask = left_pad(prompts, world.pad_token_id, device)
     s = sample(policy, ids, mask, 2, g, world.max_new_tokens, 1.0, world.eos_token_id, world.pad_token_id)
     gold = world.gold(s.prompts, s.prompt_mask, s.responses, s.response_mask, tasks).float()
-    return s, gold.view(-1, 2)
+    return s, gold.view(-1, 2), tasks[::2]
+
+
+def _proxy_spec(cfg) -> dict:
+    proxy = {k: v for k, v in OmegaConf.to_container(cfg.proxy, resolve=True).items() if k != "path"}
+    return {"world": OmegaConf.to_container(cfg.world, resolve=True), "reward": cfg.reward, "proxy": proxy}
+
+
+def _golden(world, cfg, device):
+    """D_golden and the proxy's held-out pairs: (samples, gold [n, 2], tasks [n], loser [n] (offset of the losing
+    sample in its pair), train index, held-out index), ties dropped from both indices. Deterministic (seed 12345),
+    so the proxy and data=golden see exactly the same pairs."""
+    pairs = int(cfg.proxy.pairs)
+    s, gold, tasks = _gold_pairs(world, pairs + max(64, pairs // 8), seed=12345, device=device)
+    keep = gold[:, 0] != gold[:, 1]  # ties carry no preference
+    loser = (gold[:, 0] > gold[:, 1]).long()
+    n = gold.shape[0]
+    return s, gold, tasks, loser, torch.arange(pairs)[keep[:pairs]], torch.arange(pairs, n)[keep[pairs:]]
+
+
+def golden_pairs(world, cfg, cache_root: Path, device="cpu") -> Path:
+    """Tang et al.'s D_golden as a pair file (cached like the proxy, under the same settings): the proxy.pairs
+    gold-labelled pairs of SFT samples the proxy RM learns from, ties dropped. `data=golden` trains on it, so an
+    offline run sees exactly the information the online run's proxy labeller was built from."""
+    from gapstudy.worlds import cached_artifact
+
+    def build(directory: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        s, gold, tasks, loser, train_idx, _ = _golden(world, cfg, device)
+        rows = []
+        for i in train_idx.tolist():
+            win, lose = 2 * i + 1 - int(loser[i]), 2 * i + int(loser[i])
+            trim = lambda r: s.responses[r][s.response_mask[r]].tolist()
+            prompt = s.prompts[win] if s.prompt_mask is None else s.prompts[win][s.prompt_mask[win].bool()]
+            rows.append({"step": -1, "prompt": prompt.tolist(), "chosen": trim(win), "rejected": trim(lose),
+                         "chosen_reward": float(gold[i].max()), "rejected_reward": float(gold[i].min()),
+                         "task": tasks[i]})
+        pq.write_table(pa.Table.from_pylist(rows), directory / "pairs.parquet")
+
+    return cached_artifact(cache_root, f"golden_{world.name}", _proxy_spec(cfg), build) / "pairs.parquet"
 
 
 def train_proxy(world, cfg, cache_root: Path, device="cpu") -> Path:
     """Train (once; cached by a hash of the world and proxy settings) and return the proxy RM directory."""
     from gapstudy.worlds import cached_artifact
 
-    proxy = {k: v for k, v in OmegaConf.to_container(cfg.proxy, resolve=True).items() if k != "path"}
-    spec = {"world": OmegaConf.to_container(cfg.world, resolve=True), "reward": cfg.reward, "proxy": proxy}
-
     def build(directory: Path) -> None:
         p = cfg.proxy
-        held_out = max(64, int(p.pairs) // 8)
-        s, gold = _gold_pairs(world, int(p.pairs) + held_out, seed=12345, device=device)
-        keep = gold[:, 0] != gold[:, 1]  # ties carry no preference
-        loser = (gold[:, 0] > gold[:, 1]).long()  # offset of the losing sample within its pair (0: the first)
+        s, gold, _, loser, train_idx, test_idx = _golden(world, cfg, device)
         # the reward model starts from the SFT policy's trunk (as in Tang et al. and Gao et al.), a fresh scalar head
         rm = load_reward_model(world.policy_path, device)
         opt = torch.optim.Adam(rm.parameters(), lr=float(p.lr))
-        n = gold.shape[0]
-        first = torch.arange(0, 2 * n, 2)
+        first = torch.arange(0, 2 * gold.shape[0], 2)
 
         def pairs(idx):  # a pair batch: the winners' rows, then the losers'
             rows = torch.cat([first[idx] + 1 - loser[idx], first[idx] + loser[idx]])
             return (s.prompts[rows], None if s.prompt_mask is None else s.prompt_mask[rows], s.responses[rows],
                     s.response_mask[rows])
 
-        train_idx = torch.arange(int(p.pairs))[keep[: int(p.pairs)]]
-        test_idx = torch.arange(int(p.pairs), n)[keep[int(p.pairs):]]
         size = int(p.batch_size)
         g = torch.Generator().manual_seed(0)
         rm.train()
@@ -182,7 +215,7 @@ def train_proxy(world, cfg, cache_root: Path, device="cpu") -> Path:
         (directory / "proxy.json").write_text(json.dumps(
             {"train_pairs": len(train_idx), "held_out_pairs": len(test_idx), "held_out_accuracy": accuracy}, indent=1))
 
-    return cached_artifact(cache_root, f"proxy_{world.name}", spec, build)
+    return cached_artifact(cache_root, f"proxy_{world.name}", _proxy_spec(cfg), build)
 
 
 # ---------------------------------------------------------------- gapstudy train-rm

@@ -383,14 +383,18 @@ class DatasetSource:
         if pair_kind != "pairs":
             raise DataError(f"data=dataset holds preference pairs; algo={cfg.algo.name} needs groups of samples "
                             "(use data=policy or data=replay of a group run)")
-        rows = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt,
-                                    dataset_cache_dir(cfg))
-        self.rows_all = drop_long_pairs(rows, cfg.data.get("max_prompt_tokens"), cfg.data.get("max_response_tokens"),
-                                        cfg.data.path)
+        self.rows_all = self.read(cfg, world)
         self.batch_size = int(cfg.batch_size)
         self.shuffle = bool(cfg.data.shuffle)
         self.rng = random.Random(seed)
         self.order: list[int] = []
+
+    @staticmethod
+    def read(cfg, world) -> list[dict]:
+        rows = read_preference_rows(cfg.data, world.tokenizer, world.eos_token_id, world.encode_prompt,
+                                    dataset_cache_dir(cfg))
+        return drop_long_pairs(rows, cfg.data.get("max_prompt_tokens"), cfg.data.get("max_response_tokens"),
+                               cfg.data.path)
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.getstate(), "order": self.order}
@@ -408,6 +412,20 @@ class DatasetSource:
                     self.rng.shuffle(self.order)
             out.append(dict(self.rows_all[self.order.pop(0)], step=step))
         return out, {"samples": 0, "skipped": 0}
+
+
+class GoldenSource(DatasetSource):
+    """Tang et al.'s D_golden: the proxy.pairs gold-labelled pairs of SFT samples that labeller=proxy's reward model
+    learns from (built once per world and proxy settings), read like data=dataset. An offline run on it sees the
+    same information as an online run labelled by that proxy; sync_every=inf draws fresh SFT pairs instead."""
+
+    @staticmethod
+    def read(cfg, world) -> list[dict]:
+        from gapstudy.loop import resolve_device
+        from gapstudy.rewards import golden_pairs
+
+        path = golden_pairs(world, cfg, Path(cfg.paths.results), resolve_device(cfg.device))
+        return _read_shards(path.parent)
 
 
 def shuffle_in_windows(batches: list[list[dict]], window, rng: random.Random) -> list[list[dict]]:
@@ -473,6 +491,7 @@ SOURCES = {
     "policy": (OnPolicySource, "fresh samples every step from the sampler, synced to the policy every sync_every steps"),
     "dataset": (DatasetSource, "a fixed preference dataset (hub name, jsonl, parquet, datasets folder) with prompt/chosen/rejected"),
     "replay": (ReplaySource, "an earlier run's pair log, in original order or shuffled within replay.shuffle_window batches"),
+    "golden": (GoldenSource, "D_golden: the proxy.pairs gold-labelled SFT pairs the proxy RM learns from (Tang et al.'s offline data)"),
 }
 
 

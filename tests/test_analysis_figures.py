@@ -74,7 +74,7 @@ def test_win_rate_vs_kl_axes_and_frontier_lines(tmp_path):
     assert [line.get_label() for line in lines] == ["online IPO", "offline IPO"]  # registry order
     assert lines[0].get_color() == arm_color("online_ipo") and lines[1].get_linestyle() == "--"
     legend_labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    assert legend_labels[:4] == ["online IPO", "offline IPO", "online DPO", "offline DPO"]
+    assert legend_labels[:5] == ["online IPO", "offline IPO", "offline IPO, D_golden", "online DPO", "offline DPO"]
     assert "seed 1" in legend_labels
 
 

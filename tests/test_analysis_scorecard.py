@@ -45,25 +45,36 @@ def test_claim_1_online_beats_offline(every_suite):
 
 
 def test_claim_1_reversed_is_not_reproduced(tmp_path):
-    df = _frame(tmp_path, "kl_budget", quality={"online_ipo": 0.5, "offline_ipo": 1.0, "online_dpo": 0.5,
-                                                "offline_dpo": 1.0})
+    df = _frame(tmp_path, "kl_budget", quality={"online_ipo": 0.5, "offline_ipo": 1.0, "offline_ipo_golden": 1.0,
+                                                "online_dpo": 0.5, "offline_dpo": 1.0})
     d = _verdict(df, 1)
     assert d.verdict == "not reproduced" and d.ci_high < 0
 
 
 def test_claim_1_missing_offline_arm_or_single_seed_is_inconclusive(tmp_path):
-    df = _frame(tmp_path / "a", "kl_budget", drop_arms=("offline_ipo", "offline_dpo"))
+    df = _frame(tmp_path / "a", "kl_budget", drop_arms=("offline_ipo", "offline_ipo_golden", "offline_dpo"))
     d = _verdict(df, 1)
-    assert d.verdict == "inconclusive" and "offline_ipo" in d.explanation and math.isnan(d.value)
+    assert d.verdict == "inconclusive" and "offline_ipo_golden" in d.explanation and math.isnan(d.value)
     one_seed = _frame(tmp_path / "b", "kl_budget", seeds=(0,))
     d = _verdict(one_seed, 1)
     assert d.verdict == "inconclusive" and d.value > 0 and math.isnan(d.ci_low)
 
 
 def test_claim_1_uses_the_dpo_pair_when_the_ipo_pair_is_incomplete(tmp_path):
-    df = _frame(tmp_path, "kl_budget", drop_arms=("offline_ipo",))
+    df = _frame(tmp_path, "kl_budget", drop_arms=("offline_ipo", "offline_ipo_golden"))
     d = _verdict(df, 1)
     assert d.verdict == "reproduced" and d.explanation.startswith("online DPO vs offline DPO")
+
+
+def test_claim_1_is_decided_on_d_golden_when_it_ran(tmp_path):
+    """Offline IPO on D_golden decides (Tang et al.'s comparison); unbounded offline IPO is the fallback and is
+    reported beside it."""
+    df = _frame(tmp_path / "a", "kl_budget", quality={"offline_ipo_golden": 1.2})  # D_golden beats online here
+    d = _verdict(df, 1)
+    assert d.verdict == "not reproduced" and d.explanation.startswith("online IPO vs offline IPO, D_golden")
+    assert "online IPO − offline IPO:" in d.explanation
+    without = _verdict(_frame(tmp_path / "b", "kl_budget", drop_arms=("offline_ipo_golden",)), 1)
+    assert without.verdict == "reproduced" and without.explanation.startswith("online IPO vs offline IPO,")
 
 
 @pytest.mark.parametrize("suite, number, quality", [

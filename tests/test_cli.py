@@ -45,7 +45,7 @@ def bad_datasets(tmp: Path) -> dict:
 @pytest.mark.parametrize("args, needle", [
     (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, qwen_chat, qwen_gsm8k, synth_lm, token_bandit, toy8x8"),
     (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
-    (["data=stream"], "data='stream' is invalid; valid choices: dataset, policy, replay"),
+    (["data=stream"], "data='stream' is invalid; valid choices: dataset, golden, policy, replay"),
     (["logger=tensorboard"], "logger='tensorboard' is invalid; valid choices: jsonl, wandb"),
     (["sync_every=0"], "sync_every=0 is invalid; valid: a positive integer or inf"),
     (["sync_every=-2"], "sync_every=-2 is invalid"),
@@ -109,7 +109,7 @@ def test_every_config_group_option_composes_and_validates(finished):
                                   "world.prompts.answer_field=answer", "world.reward.kind=gsm8k"]}
     for group, options in groups.items():
         for option in options:
-            extra = [f"data.path={finished}"] if group == "data" and option != "policy" else []
+            extra = [f"data.path={finished}"] if group == "data" and option in ("dataset", "replay") else []
             extra += required.get((group, option), [])
             cfg = validate(compose([f"{group}={option}", *extra]))
             assert cfg[group]["name"] == (presets.get(option, option) if group == "world" else option)

@@ -127,3 +127,32 @@ def test_stock_transformers_models_sample_through_generate(tmp_path):
     torch.testing.assert_close(again, s.logps)
     s2 = sample(model, prompts, mask, 3, torch.Generator().manual_seed(0), 5, 1.0, 11, 0)
     assert torch.equal(s.responses, s2.responses)  # seeded by the run's generator: reproducible
+
+
+def test_golden_is_exactly_the_pairs_the_proxy_learns_from(results):
+    """data=golden (Tang et al.'s D_golden): the proxy's training pairs, gold-labelled, ties dropped; a run on it
+    trains on those pairs and nothing else."""
+    import json
+
+    from gapstudy.config import compose, validate
+    from gapstudy.rewards import _golden, golden_pairs, train_proxy
+    from gapstudy.sources import _read_shards
+    from gapstudy.worlds import build_world
+
+    overrides = ["world=token_bandit", "world.pretrain_steps=60", "data=golden", "proxy.pairs=64", "proxy.epochs=1",
+                 "steps=4", "batch_size=8"]
+    cfg = validate(compose([*overrides, f"paths.results={results}"]))
+    world = build_world(cfg, results)
+    rows = _read_shards(golden_pairs(world, cfg, results).parent)
+    info = json.loads((train_proxy(world, cfg, results) / "proxy.json").read_text())
+    assert len(rows) == info["train_pairs"] > 50  # the proxy's training set, ties dropped
+    s, gold, _, loser, train_idx, _ = _golden(world, cfg, "cpu")
+    assert [r["chosen"] for r in rows] == [s.responses[2 * i + 1 - int(loser[i])].tolist() for i in train_idx.tolist()]
+    chosen = torch.tensor([r["prompt"] + r["chosen"] for r in rows])
+    rejected = torch.tensor([r["prompt"] + r["rejected"] for r in rows])
+    regold = lambda t: world.gold(t[:, :1], None, t[:, 1:], torch.ones_like(t[:, 1:], dtype=torch.bool))
+    assert (regold(chosen) > regold(rejected)).all()  # the world's gold reward prefers every chosen response
+    assert [r["chosen_reward"] for r in rows] == pytest.approx(regold(chosen).tolist())
+    run_dir, final, _ = train_run(results, overrides)
+    trained = {(tuple(r["prompt"]), tuple(r["chosen"]), tuple(r["rejected"])) for b in read_pair_log(run_dir) for r in b}
+    assert len(trained) == 32 and trained <= {(tuple(r["prompt"]), tuple(r["chosen"]), tuple(r["rejected"])) for r in rows}
