@@ -81,6 +81,7 @@ def _positive_int(cfg, key: str, minimum: int = 1) -> None:
 def validate(cfg: DictConfig) -> DictConfig:
     """Check every setting the loop relies on; return the config with periods normalised (inf as float)."""
     from gapstudy.algorithms import ALGORITHMS
+    from gapstudy.distributed import PARALLEL
     from gapstudy.sources import SOURCES
     from gapstudy.worlds import WORLDS
 
@@ -99,7 +100,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
     _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
     _choice(cfg.generator, "generator", ["hf", "vllm"])
-    _choice(cfg.parallel, "parallel", ["ddp", "fsdp"])
+    _choice(cfg.parallel, "parallel", list(PARALLEL))
     _choice(cfg.precision, "precision", ["auto", "fp32", "bf16"])
     if cfg.generator == "vllm" and cfg.get("sampler_from") is not None:
         raise ConfigError("sampler_from holds several fixed samplers and needs generator=hf")
