@@ -50,6 +50,8 @@ def _guarded(fn):
 
 
 def cmd_run(argv: list[str]) -> None:
+    import os
+
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -70,6 +72,8 @@ def cmd_run(argv: list[str]) -> None:
         overrides = list(HydraConfig.get().overrides.task)
         cfg, run_dir = prepare(overrides, cfg)
         final = execute(cfg, run_dir)
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
+            return
         print(f"{run_dir}")
         keys = ("eval/gold_reward", "eval/win_rate", "eval/kl", "eval/accuracy")
         print("  " + "  ".join(f"{k.split('/')[1]}={final[k]:.3f}" for k in keys if k in final))
