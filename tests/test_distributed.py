@@ -87,22 +87,34 @@ def test_a_sharded_run_resumes_from_its_checkpoint_exactly(tmp_path):
     _assert_same_metrics(read(_only_run(whole)), read(run))
 
 
-def test_fsdp_shards_a_transformers_model_with_tied_embeddings(tmp_path):
-    """world=hf with a stock GPT-2 (2 blocks, lm_head tied to the embedding): sharded block by block over 2 processes,
-    it trains and evaluates as the 1-process run does."""
+def _tiny_causal_lm(arch: str, tok):
+    """A stock transformers architecture, 2 blocks, lm_head tied to the embedding (as Qwen2.5-0.5B ties them)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+           "tie_word_embeddings": True}
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=32, n_positions=256, **ids))
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                        **ids))  # grouped-query attention, like the presets' Qwen2.5
+
+
+@pytest.mark.parametrize("arch, algo", [("gpt2", "dpo"), ("qwen2", "grpo")])
+def test_fsdp_shards_a_transformers_model_with_tied_embeddings(arch, algo, tmp_path):
+    """world=hf with a stock GPT-2 or Qwen2: sharded block by block over 2 processes, it trains and evaluates as the
+    1-process run does, and saves a checkpoint whose embedding is still tied."""
     import json
 
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     from tests.test_hf_world import make_tokenizer
 
     tok = make_tokenizer()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=32, n_positions=256,
-                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True))
-    assert model.lm_head.weight is model.transformer.wte.weight
+    model = _tiny_causal_lm(arch, tok)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
     model.save_pretrained(tmp_path / "policy")
     tok.save_pretrained(tmp_path / "policy")
     prompts = tmp_path / "prompts.jsonl"
@@ -111,7 +123,7 @@ def test_fsdp_shards_a_transformers_model_with_tied_embeddings(tmp_path):
     overrides = ["world=hf", f"world.model={tmp_path / 'policy'}", f"world.prompts.path={prompts}",
                  "world.prompts.field=question", "world.prompts.answer_field=answer", "world.prompts.eval_size=4",
                  "world.reward.kind=gsm8k", "world.max_new_tokens=6", "device=cpu", "steps=4", "eval.every=2",
-                 "eval.prompts=4", "batch_size=4", "lr=0.01", "algo=dpo", "checkpoint_every=0", "progress=false",
+                 "eval.prompts=4", "batch_size=4", "lr=0.01", f"algo={algo}", "checkpoint_every=0", "progress=false",
                  "parallel=fsdp"]
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable], overrides, one)
@@ -124,5 +136,5 @@ def test_fsdp_shards_a_transformers_model_with_tied_embeddings(tmp_path):
             if key != "time/seconds":
                 assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (ra["step"], key)
     assert a[-1]["eval/kl"] > 1e-3  # the policy moved, identically
-    saved = GPT2LMHeadModel.from_pretrained(two / run_one.name / "checkpoint")
-    assert saved.lm_head.weight is saved.transformer.wte.weight
+    saved = AutoModelForCausalLM.from_pretrained(two / run_one.name / "checkpoint")
+    assert saved.lm_head.weight is saved.get_input_embeddings().weight
