@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.figures import final_table, kl_matched_figure, kl_matched_table, win_rate_vs_kl, write_table
-from analysis.load import BASE_COLUMNS, ad_hoc_arm, load_runs
+from analysis.load import BASE_COLUMNS, _varying, ad_hoc_arm, load_runs
 from analysis.style import save
 
 
@@ -42,14 +42,15 @@ def _value_text(value) -> str:
     return str(value)
 
 
-NOT_A_CHOICE = ("seed", "overrides", "code_version", "run_name", "paths.", "hydra.")  # differ without being an arm
+NOT_A_CHOICE = ("overrides", "code_version", "hydra.")  # differ without being an arm (beyond seed, run name, paths)
 
 
 def varying_keys(df: pd.DataFrame) -> list[str]:
-    """The config keys whose value differs across the runs of `df`, seed and bookkeeping left out."""
+    """The config keys whose value differs across the runs of `df` (as `load_runs` decides its varying columns),
+    bookkeeping left out."""
     runs = df.groupby("run_dir", sort=False).first()
-    keys = [c for c in runs.columns if "/" not in c and c not in BASE_COLUMNS and not c.startswith(NOT_A_CHOICE)]
-    return [c for c in keys if runs[c].map(_value_text).nunique() > 1]
+    configs = [{k: v for k, v in row.items() if "/" not in k and k not in BASE_COLUMNS} for _, row in runs.iterrows()]
+    return [key for key in _varying(configs) if not key.startswith(NOT_A_CHOICE)]
 
 
 def group_arms(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
