@@ -79,12 +79,25 @@ def test_the_step_lowers_the_loss_and_train_proxy_uses_it(assets, tmp_path, monk
 
 
 # ---------------------------------------------------------------- (b) train-rm end to end, then proxy.path
+PREFERENCE_PAIRS, HELD_OUT = 160, 40  # rm.eval_fraction=0.25 holds out 40 pairs
+
+
+def learned_the_preference(accuracy: float, n: int) -> bool:
+    """Held-out pair accuracy significantly above chance (one-sided binomial test against 1/2, p < 0.001: at least 31
+    of 40 pairs). A model that did not learn the marker ranks about half the pairs right (an untrained head ties
+    every pair, 0.5); 12 pairs against a fixed 0.9 was one pair from failing on a machine with other numerics."""
+    from scipy.stats import binomtest
+
+    right = round(accuracy * n)  # ties count 1/2 in the accuracy: round them either way, at most one pair
+    return binomtest(right, n, 0.5, alternative="greater").pvalue < 1e-3
+
+
 @pytest.fixture(scope="module")
 def preferences(tmp_path_factory):
     """A jsonl preference dataset whose chosen responses end in '!!', the rejected ones in '..'."""
     rng = random.Random(0)
     rows = []
-    for i in range(48):
+    for i in range(PREFERENCE_PAIRS):
         stem = "".join(rng.choice("abcdef") for _ in range(rng.randint(1, 4)))
         other = "".join(rng.choice("abcdef") for _ in range(rng.randint(1, 4)))
         rows.append({"question": f"Q{i % 7}: say {stem}", "good": f"{other}!!", "bad": f"{other}.."})
@@ -111,8 +124,10 @@ def test_train_rm_learns_the_preference_and_saves_a_loadable_model(trained_rm, c
     assert [e[0] for e in epochs] == ["1", "2", "3", "4"]
     assert float(epochs[-1][1]) < math.log(2)
     info = json.loads((out / "rm_info.json").read_text())
-    assert (info["pairs"], info["train_pairs"], info["held_out_pairs"]) == (48, 36, 12)
-    assert info["accuracy"] >= 0.9 and info["accuracy"] == pytest.approx(float(epochs[-1][2]), abs=1e-3)
+    assert (info["pairs"], info["train_pairs"], info["held_out_pairs"]) == (PREFERENCE_PAIRS,
+                                                                          PREFERENCE_PAIRS - HELD_OUT, HELD_OUT)
+    assert info["accuracy"] == pytest.approx(float(epochs[-1][2]), abs=1e-3)
+    assert learned_the_preference(info["accuracy"], info["held_out_pairs"]), info["history"]
     assert info["command"].startswith("gapstudy train-rm world=hf") and len(info["history"]) == 4
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).exists(), name
@@ -154,7 +169,7 @@ def test_a_trained_rm_labels_a_run_through_proxy_path_without_training_another(a
     cfg = validate(compose(overrides))
     world = build_world(cfg, tmp_path)
     proxy, for_eval = rewards.make_labeller(cfg, world, tmp_path)
-    assert proxy is for_eval and proxy.info["accuracy"] >= 0.9
+    assert proxy is for_eval and learned_the_preference(proxy.info["accuracy"], proxy.info["held_out_pairs"])
     tok = world.tokenizer
     prompts, mask = left_pad([world.eval_prompts[0]] * 2 + [world.train_prompts[0]] * 2, tok.pad_token_id)
     responses, response_mask = responses_tensor(tok, ["cab!!", "cab..", "fed..", "fed!!"])
@@ -316,17 +331,24 @@ def test_a_run_labelled_by_a_local_judge_trains_or_skips_ties(assets, judge_dir,
     run_dir, final, records = train_run(tmp_path, overrides, fast=FAST)
     assert (run_dir / "final.json").exists() and math.isfinite(final["eval/gold_reward"])
     steps = [r for r in records if "train/examples" in r]
-    assert len(steps) == 2
-    for r in steps:  # a step trains on its decided pairs, or logs that every pair was a tie
-        assert (r["train/examples"] > 0 and math.isfinite(r["train/loss"])) or r["train/skipped"] == 4
+    assert [r["step"] for r in steps] == [0, 1]
+    for r in steps:  # each of the 4 prompts' pair is trained on or skipped as a tie; a step with pairs has a loss
+        assert r["train/examples"] + r["train/skipped"] == 4, r
+        assert ("train/loss" in r) == (r["train/examples"] > 0), r
+        if r["train/examples"]:
+            assert math.isfinite(r["train/loss"]), r
     import pyarrow.parquet as pq
 
     pairs = [row for shard in sorted((run_dir / "pairs").glob("*.parquet")) for row in pq.read_table(shard).to_pylist()]
-    assert all((row["chosen_reward"], row["rejected_reward"]) == (1.0, 0.0) for row in pairs)  # n = 2: 1 / 0
+    assert len(pairs) == sum(r["train/examples"] for r in steps)  # the pair log holds exactly the trained pairs
+    assert [(row["chosen_reward"], row["rejected_reward"]) for row in pairs] == [(1.0, 0.0)] * len(pairs)  # n = 2
+    if kind == "random_gpt2":  # a verdict that hardly depends on the texts contradicts itself once swapped: ties
+        assert sum(r["train/skipped"] for r in steps) > sum(r["train/examples"] for r in steps), steps
     if kind == "marker":  # the rule decides some pairs, and the winner is always the response with more '1's
         tok = assets["tok"]
-        assert pairs and sum(r["train/examples"] for r in steps) == len(pairs)
-        assert all(tok.decode(r["chosen"]).count("1") > tok.decode(r["rejected"]).count("1") for r in pairs)
+        assert pairs
+        assert [tok.decode(r["chosen"]).count("1") > tok.decode(r["rejected"]).count("1") for r in pairs] == \
+            [True] * len(pairs)
 
 
 # ---------------------------------------------------------------- (e) bad input
