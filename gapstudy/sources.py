@@ -7,6 +7,7 @@ online run" true by construction.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import warnings
@@ -195,6 +196,8 @@ def load_records(path, split: str = "train", subset: str | None = None, cache_di
                                   f"{', '.join(LOCAL_FORMATS)}, a save_to_disk folder or a hub dataset name")
             if local.stat().st_size == 0:
                 raise ConfigError(f"{key}={str(path)!r} is empty")
+            if builder == "json" and local.suffix.lower() == ".jsonl":
+                return _read_jsonl(local, key)
             # a single file has one split, whatever the split setting says
             return datasets.load_dataset(builder, data_files=str(local), split="train", cache_dir=cache_dir)
         if local.is_dir():
@@ -227,6 +230,38 @@ def load_records(path, split: str = "train", subset: str | None = None, cache_di
         if "corresponds to no data" in str(e):  # datasets' words for a split with no rows
             raise ConfigError(f"{key}={str(path)!r} is empty (no rows in split {split!r})") from None
         raise ConfigError(f"{key}={str(path)!r} (split {split!r}) could not be loaded: {first_line(e)}") from None
+
+
+def _read_jsonl(path: Path, key: str):
+    """A local jsonl file as an in-memory `datasets.Dataset`: a bad line is named (file, line, why) and nothing is
+    converted into the results root's cache."""
+    import datasets
+
+    from gapstudy.config import ConfigError
+
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{key}={str(path)!r}: line {number} is not valid JSON ({e.msg} at column "
+                                  f"{e.colno})") from None
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{key}={str(path)!r}: line {number} is not UTF-8 text ({e.reason})") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{key}={str(path)!r}: line {number} is a JSON {type(record).__name__}; valid: one "
+                                  "object per line")
+            records.append(record)
+    if not records:
+        raise ConfigError(f"{key}={str(path)!r} is empty")
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    try:
+        return datasets.Dataset.from_dict({c: [r.get(c) for r in records] for c in columns})
+    except Exception as e:  # pyarrow: a column mixing types (text in one row, a list in another)
+        raise ConfigError(f"{key}={str(path)!r}: its columns mix types across rows: {first_line(e)}") from None
 
 
 def _pair_log_folder(path) -> Path | None:
@@ -283,11 +318,20 @@ def read_preference_rows(data_cfg, tokenizer, eos_token_id, encode_prompt=None, 
     if missing:
         raise DataError(f"dataset {d.path} lacks field(s) {', '.join(missing)}; it has: {', '.join(columns)}")
 
+    vocab = len(tokenizer)
+
     def token_ids(value, field):
         if not isinstance(value, (list, tuple)):
             raise DataError(f"dataset {d.path}: a {field} value is a {type(value).__name__}; valid: text, token ids "
                             "or chat messages [{role, content}]")
-        return [int(t) for t in value]
+        for t in value:
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise DataError(f"dataset {d.path}: a {field} value holds {str(t)[:40]!r} ({type(t).__name__}); "
+                                "valid: text, a list of token ids or chat messages [{role, content}]")
+            if not 0 <= t < vocab:
+                raise DataError(f"dataset {d.path}: a {field} value holds token id {t}, outside the world's "
+                                f"vocabulary; valid: ids in [0, {vocab})")
+        return list(value)
 
     def prompt_ids(value):
         if encode_prompt is not None and (isinstance(value, str) or _is_messages(value)):
@@ -410,7 +454,8 @@ class DatasetSource:
                 self.order = list(range(len(self.rows_all)))
                 if self.shuffle:
                     self.rng.shuffle(self.order)
-            out.append(dict(self.rows_all[self.order.pop(0)], step=step))
+            # no sampler of this run made a dataset row: a pair log's sampler_version counts another run's steps
+            out.append(dict(self.rows_all[self.order.pop(0)], step=step, sampler_version=None))
         return out, {"samples": 0, "skipped": 0}
 
 
