@@ -24,21 +24,96 @@ class ConfigError(ValueError):
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The config `gapstudy run OVERRIDES...` would see (without validation)."""
+    """The config `gapstudy run OVERRIDES...` would see (without validation); unknown settings are refused."""
+    check_group_overrides(list(overrides))
+    check_keys(list(overrides))
+    return _hydra_compose(list(overrides))
+
+
+def _hydra_compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    check_group_overrides(list(overrides))
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            return hydra_compose("config", overrides=list(overrides))
+            return hydra_compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(str(e).split("\nConfig search path")[0].strip()) from None
+        # one line: hydra's messages run over several (and end with its search path)
+        raise ConfigError(" ".join(str(e).split("\nConfig search path")[0].split())) from None
+
+
+GROUPS = ("world", "algo", "data", "logger")
+# where an override may name a key the config files do not hold: hydra's own settings (launcher, sweeper, job),
+# which hydra checks itself. Nothing of gapstudy is free-form: a `+key` gapstudy does not read would be ignored.
+FREE_FORM = ("hydra",)
+
+
+def _key_paths(node, prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict):
+            paths |= _key_paths(value, path + ".")
+    return paths
+
+
+_SCHEMAS: dict[tuple[str, ...], set[str]] = {}
+
+
+def _schema(groups: tuple[str, ...]) -> set[str]:
+    """Every key path of the config composed with these group choices (cached: the files do not change)."""
+    if groups not in _SCHEMAS:
+        cfg = _hydra_compose(list(groups))
+        _SCHEMAS[groups] = _key_paths(OmegaConf.to_container(cfg, resolve=False))
+    return _SCHEMAS[groups]
+
+
+def check_keys(overrides: list[str]) -> None:
+    """Refuse an override of a setting the config does not have (a typo such as sync_evry=1, with or without
+    hydra's `+`), naming the closest real settings. The schema is the composed config of the group options the
+    overrides choose (each option of a sweep such as algo=dpo,ipo counts)."""
+    import difflib
+
+    parsed = []
+    for item in overrides:
+        if item.startswith("-") or ("=" not in item and not item.startswith("~")):
+            continue  # flags (-m, --cfg) and their values: hydra's
+        key, _, value = item.partition("=")
+        prefix = key[: len(key) - len(key.lstrip("+~"))]
+        key = key.lstrip("+~")
+        if key.split(".")[0].split("/")[0] in FREE_FORM:
+            continue
+        parsed.append((item, prefix, key, value))
+    if not parsed:
+        return
+    known = set(_schema(()))
+    for item, _, key, value in parsed:
+        if key in GROUPS:
+            for option in value.split(","):
+                known |= _schema((f"{key}={option}",))
+    for item, prefix, key, _ in parsed:
+        if "/" in key or key in known:
+            if prefix == "+" and key in known:
+                raise ConfigError(f"{item}: {key} is already a setting; write it without the +: {item.lstrip('+')}")
+            continue
+        parent = key.rpartition(".")[0]
+        if parent in known and _is_list_index(key):
+            continue  # an element of a list setting, e.g. judge.tokens.0
+        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+        advice = (f"did you mean {' or '.join(close)}?" if close else
+                  "the settings are the keys of configs/config.yaml and its groups (gapstudy run --cfg job prints them)")
+        raise ConfigError(f"{item}: unknown setting {key!r}" + (" (a + cannot add a setting gapstudy does not read)"
+                                                               if "+" in prefix else "") + f"; {advice}")
+
+
+def _is_list_index(key: str) -> bool:
+    return key.rpartition(".")[2].isdigit()
 
 
 def _period(value, key: str, allow_inf: bool = True) -> float:
@@ -89,6 +164,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     if missing:
         raise ConfigError(f"missing required setting(s): {', '.join(missing)} (give them as KEY=VALUE)")
     _choice(cfg.world.name, "world", list(WORLDS))
+    _choice(cfg.algo.name, "algo", list(ALGORITHMS))
+    _check_numbers(cfg)  # before the world's own checks, which compute with its numbers
     world_module = importlib.import_module(WORLDS[cfg.world.name][0])
     if hasattr(world_module, "validate"):
         world_module.validate(cfg)  # world-specific settings (token_bandit's reward, synth_lm's task)
@@ -116,10 +193,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     _positive_int(cfg, "algo.samples_per_prompt", minimum=2 if ALGORITHMS[cfg.algo.name].kind == "pairs" else 1)
     for key in ("steps", "eval.every", "checkpoint_every"):
         _positive_int(cfg, key, minimum=0)
-    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
-        raise ConfigError(f"lr={cfg.lr!r} is invalid; valid: a positive number")
-    if cfg.temperature <= 0:
-        raise ConfigError(f"temperature={cfg.temperature!r} is invalid; valid: a positive number")
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.sync_every = _period(cfg.sync_every, "sync_every")
@@ -146,6 +219,126 @@ def validate(cfg: DictConfig) -> DictConfig:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ConfigError(f"snapshots: {fraction!r} is invalid; valid: fractions of steps in (0, 1]")
     return cfg
+
+
+# every numeric setting outside the group-specific checks: key -> (kind, lower bound, lower bound included, upper
+# bound or None). Keys absent from a composed config (another world's) are skipped; null is refused unless the key
+# is in NULLABLE (its comment in configs/ says what null means).
+NUMBERS = {
+    "seed": ("int", 0, True, None),
+    "lr": ("number", 0, False, None),
+    "weight_decay": ("number", 0, True, None),
+    # the max gradient norm: clip_grad_norm_ with 0 zeroes every gradient (nothing is learned) and a negative one
+    # flips them; "no clipping" is written grad_clip=null
+    "grad_clip": ("number", 0, False, None),
+    "temperature": ("number", 0, False, None),
+    # DPO's and IPO's beta is the KL strength; at 0 the DPO gradient vanishes and IPO's target 1/(2 beta) is
+    # infinite, and a negative beta reverses the preference. GRPO's beta=0 is a known choice: no KL term.
+    "algo.beta": ("number", 0, False, None),
+    "algo.clip_eps": ("number", 0, False, None),
+    "proxy.pairs": ("int", 1, True, None),
+    "proxy.epochs": ("int", 1, True, None),
+    "proxy.lr": ("number", 0, False, None),
+    "proxy.batch_size": ("int", 1, True, None),
+    "vllm.gpu_memory_utilization": ("number", 0, False, 1),
+    # the built worlds' sizes and rates (world=hf checks its own in gapstudy/worlds/hf.py)
+    "world.vocab": ("int", 1, True, None),
+    "world.response_tokens": ("int", 1, True, None),
+    "world.histogram_draws": ("int", 1, True, None),
+    "world.cauchy_loc": ("number", None, True, None),
+    "world.cauchy_scale": ("number", 0, False, None),
+    "world.reward_width": ("number", 0, False, None),
+    "world.n_layer": ("int", 1, True, None),
+    "world.n_embd": ("int", 1, True, None),
+    "world.n_head": ("int", 1, True, None),
+    "world.pretrain_steps": ("int", 0, True, None),
+    "world.pretrain_lr": ("number", 0, False, None),
+    "world.pretrain_batch_size": ("int", 1, True, None),
+    "world.build_seed": ("int", 0, True, None),
+    "world.eval_prompts": ("int", 1, True, None),
+    "world.train_prompts": ("int", 1, True, None),
+    "world.max_new_tokens": ("int", 1, True, None),
+    "world.corpus_size": ("int", 1, True, None),
+    "world.corpus_math_fraction": ("number", 0, True, 1),
+    "world.math_max_digits": ("int", 1, True, None),
+    "world.math_scratchpad_prob": ("number", 0, True, 1),
+    "world.math_correct_scratchpad": ("number", 0, True, 1),
+    "world.math_correct_direct": ("number", 0, True, 1),
+    "world.chat_prompt_min_words": ("int", 1, True, None),
+    "world.chat_prompt_max_words": ("int", 1, True, None),
+    "world.chat_length_mean": ("number", 0, True, None),
+    "world.chat_max_words": ("int", 1, True, None),
+    "world.chat_repeat_prob": ("number", 0, True, 1),
+    "world.chat_target_length": ("number", 0, False, None),
+    "world.chat_overlength_width": ("number", 0, False, None),
+    "world.chat_relevance_power": ("number", 0, True, None),
+    "world.chat_repeat_power": ("number", 0, True, None),
+    "world.label_scale": ("number", 0, False, None),
+    "world.ref_concentration": ("number", 0, False, None),
+}
+NULLABLE = ("grad_clip",)
+BOOLEANS = ("disable_dropout", "save_pair_log", "save_checkpoint", "progress", "data.shuffle")
+
+
+def _check_numbers(cfg) -> None:
+    """Every setting of NUMBERS and BOOLEANS present in cfg has the right type and range, so that a typo
+    (seed=abc) or a value that breaks the science (grad_clip=-1, algo.beta=0) stops before anything runs."""
+    for key, (kind, low, low_included, high) in NUMBERS.items():
+        if OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False) == "<absent>":
+            continue
+        if key == "algo.beta" and cfg.algo.name == "grpo":
+            low_included = True  # beta=0: GRPO without its KL term
+        value = OmegaConf.select(cfg, key)
+        if value is None and key in NULLABLE:
+            continue
+        numeric = not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
+        ok = numeric and not (isinstance(value, float) and math.isnan(value))
+        if ok and low is not None:
+            ok = value >= low if low_included else value > low
+        if ok and high is not None:
+            ok = value <= high
+        if not ok:
+            what = "an integer" if kind == "int" else "a number"
+            if low is not None and high is not None:
+                valid = f"{what} in {'[' if low_included else '('}{low}, {high}]"
+            elif low is not None:
+                valid = (f"{what} >= {low}" if low_included else
+                         ("a positive number" if kind == "number" and low == 0 else f"{what} > {low}"))
+            else:
+                valid = what
+            if key in NULLABLE:
+                valid += ", or null (no clipping)" if key == "grad_clip" else ", or null"
+            raise ConfigError(f"{key}={value!r} is invalid; valid: {valid}")
+    for key in BOOLEANS:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")
+    if "n_head" in cfg.world and "n_embd" in cfg.world and cfg.world.n_embd % cfg.world.n_head:
+        raise ConfigError(f"world.n_embd={cfg.world.n_embd} is invalid; valid: a multiple of world.n_head="
+                          f"{cfg.world.n_head}")
+    if "chat_prompt_min_words" in cfg.world and cfg.world.chat_prompt_min_words > cfg.world.chat_prompt_max_words:
+        raise ConfigError(f"world.chat_prompt_min_words={cfg.world.chat_prompt_min_words} is invalid; valid: at most "
+                          f"world.chat_prompt_max_words={cfg.world.chat_prompt_max_words}")
+    check_results_root(cfg.paths.results)
+
+
+def check_results_root(value, key: str = "paths.results", must_exist: bool = False) -> None:
+    """The results root is (or can become) a writable directory: a file there, or a folder this user cannot
+    write, stops here rather than as an OSError midway through a run."""
+    import os
+
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}={value!r} is invalid; valid: a directory")
+    path = Path(value).expanduser()
+    if must_exist and not path.exists():
+        raise ConfigError(f"{key}={value!r} does not exist")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={value!r} is invalid: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={value!r} is invalid: {str(existing)!r} is not writable (permission denied)")
 
 
 LABELLERS = {
@@ -239,6 +432,7 @@ def validate_rm(cfg: DictConfig) -> DictConfig:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise ConfigError(f"rm.eval_fraction={fraction!r} is invalid; valid: a number in [0, 1)")
     _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
+    check_results_root(cfg.paths.results)
     return cfg
 
 

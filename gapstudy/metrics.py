@@ -107,23 +107,48 @@ class WandbLogger(JsonlLogger):
         self._run.finish()
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Whole lines of a metrics.jsonl; a truncated last line (a crash mid-write) is dropped."""
+def read_metrics(path: Path, bad: list | None = None) -> list[dict]:
+    """The whole records of a metrics.jsonl. A line that is not a JSON object with an integer step (a crash
+    mid-write leaves a truncated last line; a disk or an editor can garble one in the middle) is skipped, never the
+    records after it; `bad`, when given, receives (line number, text) of each skipped line."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                break
+                record = None
+            if not isinstance(record, dict) or isinstance(record.get("step"), bool) \
+                    or not isinstance(record.get("step"), int):
+                if bad is not None:
+                    bad.append((number, line.rstrip("\n")))
+                continue
+            records.append(record)
     return records
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only records with step <= last_step (resuming from a checkpoint taken at last_step)."""
-    if not Path(path).exists():
+    """Keep only records with step <= last_step (resuming from a checkpoint taken at last_step). Unreadable lines
+    are moved to metrics.corrupt.jsonl beside it, with one warning line; every readable record is kept."""
+    import sys
+
+    path = Path(path)
+    if not path.exists():
         return
-    kept = [r for r in read_metrics(path) if r["step"] <= last_step]
-    tmp = Path(path).with_suffix(".tmp")
+    bad: list = []
+    kept = [r for r in read_metrics(path, bad) if r["step"] <= last_step]
+    # a torn last line is what a crash mid-write leaves: expected, dropped quietly; any other is kept aside
+    data = path.read_bytes()
+    torn = None if data.endswith(b"\n") else data.count(b"\n") + 1  # the number of an unfinished last line
+    garbled = [(n, text) for n, text in bad if n != torn]
+    if garbled:
+        with open(path.with_name("metrics.corrupt.jsonl"), "a", encoding="utf-8") as f:
+            f.writelines(text + "\n" for _, text in garbled)
+        print(f"gapstudy: warning: {path}: skipped {len(garbled)} unreadable line(s) (line "
+              f"{', '.join(str(n) for n, _ in garbled[:5])}{', ...' if len(garbled) > 5 else ''}), kept in "
+              f"{path.with_name('metrics.corrupt.jsonl').name}; every readable record is kept", file=sys.stderr)
+    tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     tmp.replace(path)

@@ -70,19 +70,45 @@ def cached_artifact(cache_root: Path, kind: str, spec: dict, build: Callable[[Pa
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
     target = Path(cache_root) / ".cache" / f"{kind}-{key}"
     if (target / "DONE").exists():
-        return target
+        return _readable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "DONE").exists():
-            return target
+            return _readable(target)
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         build(tmp)
         (tmp / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True, default=str))
+        _umask_modes(tmp)
         (tmp / "DONE").write_text("")
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
+    return target
+
+
+def _umask_modes(folder: Path) -> None:
+    """The modes a plain open() would give (0666 / 0777 less the umask). Some writers (safetensors' model files)
+    create 0600 files, which would make a cache shared by a group or a cluster unreadable to every other user."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _readable(target: Path) -> Path:
+    """A finished artifact whose files this user can read; else a PermissionError naming the first one (the Auto
+    classes would report it as a missing file)."""
+    import errno
+    import os
+
+    for path in [target, *target.rglob("*")]:
+        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+            raise PermissionError(errno.EACCES, "permission denied (a cached artifact; make it readable, or delete "
+                                  f"{target} to rebuild it)", str(path))
     return target
 
 
