@@ -44,7 +44,16 @@ def _guarded(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataError, RewardError, SuiteError, FileNotFoundError, ImportError) as e:
-            _fail(str(e))
+            _fail(" ".join(str(e).split()))
+        except OSError as e:  # a results root, cache file or output this user cannot read or write
+            where = f": {e.filename}" if e.filename else ""
+            _fail(f"{e.strerror or type(e).__name__}{where}" if e.strerror else " ".join(str(e).split()))
+        except KeyboardInterrupt as e:
+            # Ctrl-C: one line, and the conventional status of a process stopped by SIGINT (128 + 2); status 2 is
+            # kept for bad input. The loop's interruption names the step and the checkpoint a re-run resumes from.
+            message = str(e) if str(e) else "interrupted; re-run the same command to resume"
+            print(f"gapstudy: error: {message}", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper
 
@@ -55,7 +64,7 @@ def cmd_run(argv: list[str]) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from gapstudy.config import CONFIG_DIR, check_group_overrides
+    from gapstudy.config import CONFIG_DIR, check_group_overrides, check_keys
     from gapstudy.runs import execute, prepare
 
     if any(a.startswith("suite=") for a in argv):  # a registered suite: the registry's runner takes over
@@ -64,6 +73,7 @@ def cmd_run(argv: list[str]) -> None:
         code = run_suite([a for a in argv if a not in ("-m", "--multirun")], multirun="-m" in argv or "--multirun" in argv)
         raise SystemExit(code)
     check_group_overrides([a for a in argv if not a.startswith("-")])
+    check_keys(argv)  # a typo is refused here, before hydra's advice to add it with `+`
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
     @_guarded
@@ -161,7 +171,7 @@ def cmd_figures(argv: list[str]) -> None:
 
     from experiments import PROFILES
     from experiments.runner import get_suite
-    from gapstudy.config import ConfigError
+    from gapstudy.config import ConfigError, check_results_root
 
     opts = {}
     for item in argv:
@@ -176,8 +186,7 @@ def cmd_figures(argv: list[str]) -> None:
     if profile not in (*PROFILES, "all"):
         raise ConfigError(f"profile={profile!r} is invalid; valid choices: {', '.join(PROFILES)}, all")
     root = Path(opts.get("paths.results", "results"))
-    if not root.is_dir():
-        raise ConfigError(f"paths.results={str(root)!r} does not exist")
+    check_results_root(str(root), must_exist=True)  # a file, or a folder figures/ cannot be written into
     from analysis.figures import regenerate
 
     written = regenerate(root, suite, None if profile == "all" else profile)
@@ -191,7 +200,7 @@ def cmd_compare(argv: list[str]) -> None:
     """`gapstudy compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]`: figures and tables of any runs, side by side."""
     from analysis.compare import CompareError, compare
     from analysis.scorecard import markdown_table
-    from gapstudy.config import ConfigError
+    from gapstudy.config import ConfigError, check_results_root
 
     paths, opts = [], {"out": "compare", "y": "eval/win_rate", "by": ""}
     for item in argv:
@@ -205,6 +214,7 @@ def cmd_compare(argv: list[str]) -> None:
             paths.append(item)
     if not paths:
         raise ConfigError("compare needs at least one run directory or folder of runs")
+    check_results_root(opts["out"], key="out")
     by = [k for k in opts["by"].split(",") if k]
     try:
         written, tables = compare(paths, opts["out"], by or None, opts["y"])

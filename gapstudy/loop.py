@@ -142,8 +142,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with the step it reached and the checkpoint a re-run resumes from."""
+
+
 def train(cfg, run_dir: Path) -> dict:
     """Run (or resume) one training run into run_dir; returns the final evaluation metrics."""
+    where = {"step": None, "checkpoint": 0}  # kept up to date by _train, for the message of an interruption
+    try:
+        return _train(cfg, run_dir, where)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Interrupted) or where["step"] is None:
+            raise
+        resume = (f"re-run the same command to resume from step {where['checkpoint']}" if where["checkpoint"] else
+                  "no checkpoint yet (checkpoint_every), a re-run starts over")
+        raise Interrupted(f"interrupted at step {where['step']} of {Path(run_dir).name}; {resume}") from None
+
+
+def _train(cfg, run_dir: Path, where: dict) -> dict:
     run_dir = Path(run_dir)
     torch.set_num_threads(int(cfg.threads))
     rank, world_size, device = distributed.setup(resolve_device(cfg.device))
@@ -181,9 +197,10 @@ def train(cfg, run_dir: Path) -> dict:
     counters = {"samples": 0, "updates": 0, "seconds": 0.0}
     start = 0
     state_path = run_dir / "state.pt"
-    if state_path.exists():  # resume where the last checkpoint left off (every rank reads rank 0's file)
-        state = torch.load(state_path, weights_only=False)
+    state = load_state(run_dir, main)
+    if state is not None:  # resume where the last checkpoint left off (every rank reads rank 0's file)
         start, counters = state["step"], state["counters"]
+        where["checkpoint"] = start
         distributed.load_policy_state(policy, optimizer, state, sharded)
         source.load_state_dict(state["source"])
         if sampler is not None:
@@ -205,6 +222,7 @@ def train(cfg, run_dir: Path) -> dict:
     batch = reference_logps = None
 
     for step in range(start, steps):
+        where["step"] = step
         #### BEGIN EVALUATION ####
         if step == 0 or due(step, cfg.eval.every):
             model = whole(counters["updates"])  # every rank joins the gather when sharded
@@ -282,6 +300,7 @@ def train(cfg, run_dir: Path) -> dict:
             if main:
                 pair_log.flush()
                 _save_state(state_path, step + 1, counters, state, source, sampler, reference, anchor)
+                where["checkpoint"] = step + 1
 
     #### FINAL EVALUATION AND ARTIFACTS ####
     model = whole(counters["updates"])
@@ -297,7 +316,7 @@ def train(cfg, run_dir: Path) -> dict:
         model.save_pretrained(run_dir / "checkpoint")
         world.tokenizer.save_pretrained(run_dir / "checkpoint")
     (run_dir / "final.json").write_text(json.dumps({"step": steps, **final}, indent=1))
-    state_path.unlink(missing_ok=True)
+    _drop_states(run_dir)
     logger.close()
     bar.close()
     distributed.teardown(world_size)
@@ -310,9 +329,53 @@ def _save_state(path, step, counters, policy_state, source, sampler, reference, 
         state["sampler"] = sampler.state_dict()
     if reference is not anchor:
         state["reference"] = reference.state_dict()
-    tmp = Path(path).with_suffix(".tmp")
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
+    if path.exists():  # the previous checkpoint stays, for when this one turns out unreadable
+        path.replace(path.with_name(PREVIOUS_STATE))
     tmp.replace(path)
+
+
+PREVIOUS_STATE = "state.prev.pt"
+STATE_KEYS = ("step", "counters", "source")
+
+
+def load_state(run_dir: Path, main: bool = True) -> dict | None:
+    """The newest readable resumable state: state.pt, else the checkpoint before it (state.prev.pt). A file passed
+    over is said in one line on stderr and removed (by rank 0), so the next checkpoint keeps the readable one as
+    its previous. None when there is none: then the run starts over (a warning says so when unreadable files were
+    there), which gives the same run an uninterrupted one would have."""
+    import sys
+
+    skipped = []
+    for name in ("state.pt", PREVIOUS_STATE):
+        path = Path(run_dir) / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, weights_only=False)
+            if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+                raise ValueError("not a gapstudy checkpoint")
+        except Exception as e:  # noqa: BLE001 -- a truncated or corrupt file: pass it over, say why
+            reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else ""
+            skipped.append(f"{name} is unreadable ({type(e).__name__}: {reason}), removed")
+            if main:
+                path.unlink(missing_ok=True)
+            continue
+        if skipped and main:
+            print(f"gapstudy: warning: {Path(run_dir).name}: {'; '.join(skipped)}; resuming from {name} "
+                  f"(step {state['step']})", file=sys.stderr)
+        return state
+    if skipped and main:
+        print(f"gapstudy: warning: {Path(run_dir).name}: {'; '.join(skipped)}; no readable checkpoint, the run "
+              "starts over", file=sys.stderr)
+    return None
+
+
+def _drop_states(run_dir: Path) -> None:
+    for name in ("state.pt", PREVIOUS_STATE):
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def _progress(cfg, start: int, steps: int, disable: bool = False):
