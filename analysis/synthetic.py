@@ -1,8 +1,11 @@
 """Fake run directories in the exact on-disk format of the training loop, for tests and for previewing
 figures and reports before real results exist. Never write them into a real results root.
 
-The curves are invented: each arm has a `quality` (a multiplier of its gain over the starting policy) with
-defaults shaped like the papers' findings, so a test can make a claim hold (defaults) or fail (overrides).
+The curves are invented: each arm has a `quality` (a multiplier of its gain over the starting policy), and the
+effects that are not an arm's gain have a strength in EFFECTS; the defaults are shaped like the papers' findings, so
+a test can make a claim hold (defaults) or remove or reverse its effect (overrides) and see its verdict follow.
+Each run draws its noise from its own random stream (keyed by suite, arm, seed); the ordered replay of the online
+log reuses the online run's stream only when `faithful_replay` says that the replay is the online run.
 """
 from __future__ import annotations
 
@@ -41,6 +44,18 @@ QUALITY: dict[str, dict[str, float]] = {
     # toy8x8: dpo_offline = rise of the uncovered mass above pi_ref's; the others = gain of the diagonal mass
     "toy8x8": {"dpo_offline": 1.0, "ppo_kl": 1.0, "dpo_online": 1.0},
 }
+# Strengths of the effects that are not an arm's gain (the papers' findings); 0 removes one, a sign flip reverses it.
+EFFECTS: dict[str, float] = {
+    "overoptimisation": 0.3,  # claim 2: β of the gold score d(0.5 − β log d); 0: gold keeps rising with KL
+    "classification_gap": 0.16,  # claim 8: offline − online classification accuracy on gold-labelled pairs
+    "accuracy_tracks_win_rate": 0.0,  # claim 9: 0: classification accuracy is noise around its level; 1: a
+                                      # function of the checkpoint's win rate (noise scaled by 1 − this)
+    "chosen_logratio_fall": 1.0,  # claim 10: fall of log π(y_w) − log π_ref(y_w) (offline 3× online's); < 0: rises
+    "proxy_accuracy_decay": 0.15,  # claim 11: fall of the proxy's accuracy on policy samples over training
+    "entropy_fall": 0.6,  # claim 16: fall of the token entropy of the non-offline sync_period arms over training
+    "no_ref_sync_shortening": 0.8,  # claim 16: fall of math_s1_no_ref_sync's response length over training
+    "replay_drift": 1e-3,  # claim 3: relative float noise of a faithful ordered replay (Tang et al.: ~0.1% on TPU)
+}
 _TOY_BETAS = (0.1, 0.2, 0.3)  # the toy8x8 suite's beta sweep of dpo_offline and ppo_kl
 _CURRICULUM_CHAT = {"nv": 1.0, "v": 0.0, "nv_then_v": 0.97, "v_then_nv": 0.9, "mixed": 0.75}
 
@@ -67,10 +82,10 @@ def _rng(*key) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32("/".join(map(str, key)).encode()))
 
 
-def _gold_shape(d: np.ndarray) -> np.ndarray:
-    """Gao et al.'s RL form d(α − β log d), peaking at KL ≈ 3.8 nats, zero at d = 0."""
+def _gold_shape(d: np.ndarray, beta: float = EFFECTS["overoptimisation"]) -> np.ndarray:
+    """Gao et al.'s RL form d(α − β log d) with α = 0.5, zero at d = 0; at β = 0.3 it peaks at KL ≈ 3.8 nats."""
     safe = np.where(d > 0, d, 1.0)
-    return np.where(d > 0, d * (0.5 - 0.3 * np.log(safe)), 0.0)
+    return np.where(d > 0, d * (0.5 - beta * np.log(safe)), 0.0)
 
 
 def _config(suite: str, arm: str, seed: int, run_name: str, **extra) -> dict:
@@ -101,12 +116,19 @@ def _records(steps: int, eval_every: int, train_every: int, eval_fn, train_fn) -
 
 def fake_suite(root: str | Path, suite: str, seeds: Sequence[int] = (0, 1, 2), quality: Mapping[str, float] | None = None,
                drop_arms: Iterable[str] = (), steps: int = 200, eval_every: int = 20, train_every: int = 5,
-               in_suite_folder: bool = True, noise: float = 0.01) -> list[Path]:
+               in_suite_folder: bool = True, noise: float = 0.01, effects: Mapping[str, float] | None = None,
+               faithful_replay: bool = True) -> list[Path]:
     """Write fake runs of every arm of `suite` (SUITE_ARMS) for each seed; returns the run directories.
 
-    `quality` overrides the default gain multiplier of named arms; `drop_arms` leaves arms out.
+    `quality` overrides the default gain multiplier of named arms; `effects` the strengths of EFFECTS; `drop_arms`
+    leaves arms out. `faithful_replay` (data_coverage): the ordered replay is the online run (its random stream,
+    its curves at its own quality) up to EFFECTS["replay_drift"]; False: a run of its own, with its own noise.
     """
     qualities = {**QUALITY[suite], **dict(quality or {})}
+    unknown = set(effects or {}) - set(EFFECTS)
+    if unknown:
+        raise KeyError(f"unknown effects {sorted(unknown)}; known: {sorted(EFFECTS)}")
+    strengths = {**EFFECTS, **dict(effects or {})}
     dropped = set(drop_arms)
     base = Path(root) / suite if in_suite_folder else Path(root)
     written = []
@@ -114,16 +136,23 @@ def fake_suite(root: str | Path, suite: str, seeds: Sequence[int] = (0, 1, 2), q
         if arm in dropped:
             continue
         for seed in seeds:
-            for variant, (config, records) in enumerate(_runs(suite, arm, seed, qualities[arm], steps, eval_every,
-                                                              train_every, noise)):
+            for config, records in _runs(suite, arm, seed, qualities[arm], steps, eval_every, train_every, noise,
+                                         strengths, faithful_replay):
                 written.append(write_run(base / config["run_name"], config, records))
     return written
 
 
-def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise):
+def _drifted(records: list[dict], rng: np.random.Generator, drift: float) -> list[dict]:
+    """Every float metric of `records` times (1 + drift · N(0, 1)): a replay that matches up to float noise."""
+    return [{k: v * (1 + drift * rng.normal()) if isinstance(v, float) else v for k, v in r.items()} for r in records]
+
+
+def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise, effects, faithful_replay):
     """(config, records) of every run of one arm and seed."""
-    # replay in original order is the online run, number for number (it is, by construction, in gapstudy)
-    key_arm = "online" if (suite, arm) == ("data_coverage", "replay_original") else arm
+    # a faithful replay in original order is the online run, up to float noise (it is, by construction, in gapstudy):
+    # it draws from the online run's stream and then drifts by its own; an unfaithful one is a run of its own
+    replay = (suite, arm) == ("data_coverage", "replay_original")
+    key_arm = "online" if replay and faithful_replay else arm
     offline = any(word in arm for word in ("offline", "sinf", "final_vs", "sft_vs", "mid_vs")) or arm == "window_all"
     if suite in ("kl_budget", "data_coverage", "shuffle_degree", "suboptimal_data", "best_of_2"):
         grid = [(0.1, 1e-5, 10.0), (0.5, 3e-6, 4.0)] if suite == "kl_budget" else [(0.1, 1e-5, 6.0)]
@@ -137,28 +166,34 @@ def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise):
             def eval_fn(frac, rng=rng, kl_max=kl_max, labeller=labeller, seed_shift=seed_shift):
                 kl = kl_max * frac ** 1.3
                 d = math.sqrt(kl)
-                gold = float(q * _gold_shape(np.array(d)))
-                record = {"eval/kl": kl, "eval/kl_k1": kl * 1.02, "eval/kl_k3": kl * 0.97,
-                          "eval/win_rate": float(np.clip(0.5 + 0.45 * math.tanh(gold) + seed_shift + rng.normal(0, noise), 0, 1)),
+                gold = float(q * _gold_shape(np.array(d), effects["overoptimisation"]))
+                win_rate = float(np.clip(0.5 + 0.45 * math.tanh(gold) + seed_shift + rng.normal(0, noise), 0, 1))
+                tracks = effects["accuracy_tracks_win_rate"]
+                accuracy = (0.5 + (effects["classification_gap"] if offline else 0.0)
+                            + (1 - tracks) * rng.normal(0, 0.01) + tracks * (win_rate - 0.5) - 0.02 * frac)
+                record = {"eval/kl": kl, "eval/kl_k1": kl * 1.02, "eval/kl_k3": kl * 0.97, "eval/win_rate": win_rate,
                           "eval/gold_reward": gold + rng.normal(0, noise), "eval/length": 40 + 10 * frac,
-                          "eval/entropy": 1.5 - 0.5 * frac,
-                          "eval/classification_accuracy": (0.66 if offline else 0.5) + rng.normal(0, 0.01) - 0.02 * frac}
+                          "eval/entropy": 1.5 - 0.5 * frac, "eval/classification_accuracy": accuracy}
                 if labeller == "proxy":
                     record["eval/proxy_reward"] = 0.35 * d + rng.normal(0, noise)
-                    record["eval/proxy_accuracy"] = 0.78 - 0.15 * frac + rng.normal(0, 0.005)
+                    record["eval/proxy_accuracy"] = 0.78 - effects["proxy_accuracy_decay"] * frac + rng.normal(0, 0.005)
                 return record
 
             def train_fn(frac, step, rng=rng):
                 return {"train/loss": 0.25 * math.exp(-2 * frac) + rng.normal(0, 0.002),
                         "train/margin": 0.5 * frac, "train/accuracy": 0.5 + 0.3 * frac,
-                        "train/chosen_logratio": -(3.0 if offline else 1.0) * frac + rng.normal(0, 0.05),
+                        "train/chosen_logratio": -(3.0 if offline else 1.0) * effects["chosen_logratio_fall"] * frac
+                                                 + rng.normal(0, 0.05),
                         "train/rejected_logratio": -(5.0 if offline else 3.0) * frac,
                         "counters/samples": step * 64, "counters/updates": step}
 
             window = arm.removeprefix("window_") if arm.startswith("window_") else 1
             config = _config(suite, arm, seed, name, **{"algo.beta": beta, "lr": lr, "labeller": labeller,
                                                         "replay.shuffle_window": int(window) if window != "all" else "all"})
-            yield config, _records(steps, eval_every, train_every, eval_fn, train_fn)
+            records = _records(steps, eval_every, train_every, eval_fn, train_fn)
+            if replay and faithful_replay:
+                records = _drifted(records, _rng(suite, arm, seed, index, "drift"), effects["replay_drift"])
+            yield config, records
     elif suite == "sync_period":
         task = arm.split("_")[0]
         rng = _rng(suite, arm, seed)
@@ -170,8 +205,8 @@ def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise):
             start = 0.34 if task == "math" else 0.5
             gain = (0.24 if task == "math" else 0.35) * q * (1 - math.exp(-4 * frac))
             score = start + (gain + seed_shift + rng.normal(0, noise) if frac > 0 else rng.normal(0, noise / 3))
-            length = 300 * (1 - 0.8 * frac if no_sync else 1 + 0.1 * frac)
-            entropy = (1.0 if sync == "inf" else 1.0 - 0.6 * frac) + rng.normal(0, 0.01)
+            length = 300 * (1 - effects["no_ref_sync_shortening"] * frac if no_sync else 1 + 0.1 * frac)
+            entropy = (1.0 if sync == "inf" else 1.0 - effects["entropy_fall"] * frac) + rng.normal(0, 0.01)
             # like synth_lm: every run is evaluated on both prompt families; the generic keys mix them
             record = {"eval/kl": 8 * q * frac, f"eval/{task}/kl": 8 * q * frac,
                       f"eval/{task}/{'accuracy' if task == 'math' else 'win_rate'}": score,
