@@ -3,9 +3,10 @@ data by an explicit rule, and the suite's REPORT.md built from them. No verdict 
 
 Every decision computes one deciding statistic with a 95% percentile-bootstrap interval over independent
 units (seeds, or runs where a claim is about runs) and compares the interval with thresholds named below.
-The generic rule for a claim "A is above B": reproduced if the CI of A − B lies above 0; not reproduced if it
-lies below 0, or inside ±the equivalence band (a difference too small to matter); inconclusive otherwise,
-and whenever an arm is missing or a CI cannot be formed (fewer than 2 units).
+The generic rule for a claim "A is above B": not reproduced if the CI of A − B lies inside ±the equivalence band
+(a difference too small to matter, even when the CI excludes 0); else reproduced if it lies above 0, not reproduced
+if it lies below 0; inconclusive otherwise, and whenever an arm is missing or a CI cannot be formed (fewer than 2
+units).
 """
 from __future__ import annotations
 
@@ -84,12 +85,12 @@ def _directional(low: float, high: float, band: float = EQUIVALENCE_WIN_RATE, si
     claimed, opposite = ("above", "below") if sign > 0 else ("below", "above")
     if sign < 0:
         low, high = -high, -low
+    if -band <= low and high <= band:  # first: a CI narrow enough to exclude 0 can still hold only tiny effects
+        return NOT_REPRODUCED, f"CI inside ±{band:g}: no meaningful difference"
     if low > 0:
         return REPRODUCED, f"CI {claimed} 0"
     if high < 0:
         return NOT_REPRODUCED, f"CI {opposite} 0"
-    if -band <= low and high <= band:
-        return NOT_REPRODUCED, f"CI inside ±{band:g}: no meaningful difference"
     return INCONCLUSIVE, "CI includes 0"
 
 
@@ -814,7 +815,8 @@ def decide_toy_coverage(df: pd.DataFrame) -> Decision:
 
 
 # ------------------------------------------------------------------------------------------------ claims
-_GENERIC = "reproduced if CI > 0; not reproduced if CI < 0 or inside ±%g; else inconclusive" % EQUIVALENCE_WIN_RATE
+_GENERIC = ("not reproduced if CI inside ±%g or < 0; reproduced if CI > 0 (and not inside ±%g); else inconclusive"
+            % (EQUIVALENCE_WIN_RATE, EQUIVALENCE_WIN_RATE))
 CLAIMS: list[Claim] = [
     Claim(1, "Online beats offline in win rate at almost every matched KL budget, with a higher peak.", "kl_budget",
           decide_online_beats_offline,
@@ -835,8 +837,8 @@ CLAIMS: list[Claim] = [
           decide_shuffled_below_online, f"online − replay_shuffled KL-matched win rate, CI over seeds: {_GENERIC}"),
     Claim(5, "Performance falls as the shuffle window grows: none ≈ small > large > uniform.", "shuffle_degree",
           decide_shuffle_window,
-          f"Spearman ρ of window rank vs final win rate across runs: reproduced if CI < 0; not reproduced if CI > 0 or "
-          f"inside ±{CORRELATION_EQUIVALENCE:g}; else inconclusive"),
+          f"Spearman ρ of window rank vs final win rate across runs: not reproduced if CI inside "
+          f"±{CORRELATION_EQUIVALENCE:g} or > 0; reproduced if CI < 0 (and not inside); else inconclusive"),
     Claim(6, "Offline on gold-labelled pairs from the final online policy barely beats SFT.", "suboptimal_data",
           decide_final_pairs_barely_beat_sft,
           f"(win(final_vs_final) − 0.5) / (win(online) − 0.5), CI over seeds: reproduced if CI < {BARELY_FRACTION:.2f}, "
@@ -860,7 +862,7 @@ CLAIMS: list[Claim] = [
     Claim(11, "The proxy's accuracy on on-policy samples decays over training.", "kl_budget",
           decide_proxy_accuracy_decays,
           f"per run (>= {MIN_CHECKPOINTS} evals), least-squares change of eval/proxy_accuracy over training, CI over "
-          f"runs: reproduced if CI < 0; not reproduced if CI > 0 or inside ±{EQUIVALENCE_WIN_RATE:g}"),
+          f"runs: not reproduced if CI inside ±{EQUIVALENCE_WIN_RATE:g} or > 0; reproduced if CI < 0 (and not inside)"),
     Claim(12, "Best-of-2: online beats offline; on the shuffled online log it nearly matches online.", "best_of_2",
           decide_best_of_2,
           f"bo2_online − bo2_offline KL-matched CI > 0 and (shuffled − offline)/(online − offline) CI > "
