@@ -4,6 +4,7 @@ responses; no special or prompt token ever gets mass."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ from gapstudy.worlds.toy8x8 import (PROMPT_IDS, RESPONSE_IDS, SIZE, pair_rows, r
                                     response_probabilities, uncovered_cells)
 
 DATASET = "data.path=${world.pairs_path}"
+# derived here from the documented layout, not from the module: for k = 2, prompt i's pairs set r_i against r_{i+1}
+# and r_{i+2} (mod 8); every other response of prompt i is uncovered
+UNCOVERED = np.array([[(j - i) % 8 not in (0, 1, 2) for j in range(8)] for i in range(8)])
+REJECTED = np.array([[(j - i) % 8 in (1, 2) for j in range(8)] for i in range(8)])
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,9 @@ def test_reference_is_a_prompt_dependent_distribution_off_the_diagonal(toy):
     assert (table.argmax(1) != np.arange(SIZE)).all()  # the optimum is never π_ref's mode
     aligned = np.stack([np.roll(row, -i) for i, row in enumerate(table)])  # row i seen from the diagonal
     assert np.ptp(aligned, axis=0).max() > 0.1  # prompts differ even relative to their own diagonal
-    uncovered = uncovered_cells(2)
-    assert np.allclose((table * uncovered).sum(1), 0.3)  # 1 - diagonal - rejected mass
+    assert np.allclose((table * REJECTED).sum(1), 0.6)  # world.ref_rejected_mass on the 2 rejected responses
+    assert np.allclose((table * UNCOVERED).sum(1), 0.3)  # 1 - diagonal - rejected mass on the 5 uncovered ones
+    assert (uncovered_cells(2) == UNCOVERED).all()
     # the warm-started policy *is* that table, and the prompt tokens and <pad> get exactly no mass
     probs = response_probabilities(policy).numpy()
     assert np.abs(probs - table).max() < 0.01
@@ -58,7 +64,9 @@ def test_samples_are_single_response_tokens_and_gold_is_the_diagonal(toy):
     assert s.responses.shape == (SIZE * 256, 1) and bool(s.response_mask.all())
     assert set(s.responses.flatten().tolist()) <= set(RESPONSE_IDS)
     gold = world.gold(s.prompts, s.prompt_mask, s.responses, s.response_mask, None)
-    expected = (s.responses[:, 0] - RESPONSE_IDS[0] == s.prompts[:, 0] - PROMPT_IDS[0]).float()
+    words = world.tokenizer.convert_ids_to_tokens  # "p3" and "r3": the diagonal by name
+    expected = torch.tensor([float(p[1:] == r[1:]) for p, r in zip(words(s.prompts[:, -1].tolist()),
+                                                                     words(s.responses[:, 0].tolist()))])
     assert torch.equal(gold, expected)
     assert 0.05 < float(gold.mean()) < 0.15  # π_ref's diagonal mass is 0.1
 
@@ -71,13 +79,24 @@ def test_the_dataset_covers_exactly_the_documented_cells_with_bradley_terry_labe
     assert path.name == "toy8x8-pairs-k2-n15-s1.0.jsonl" and path.parent.name == ".cache"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows == pair_rows(2, 15, 1.0) and len(rows) == SIZE * 2 * 15
+    # the file against the documented dataset, built here from token names: for each prompt p_i and each of
+    # r_{i+1}, r_{i+2} (mod 8), 15 rows of which round(15 * sigmoid(1)) = round(10.97) = 11 prefer r_i
+    ids = world.tokenizer.convert_tokens_to_ids
+    expected = Counter()
+    for i in range(8):
+        for j in ((i + 1) % 8, (i + 2) % 8):
+            p, best, other = ids(f"p{i}"), ids(f"r{i}"), ids(f"r{j}")
+            expected[((p,), (best,), (other,), 1.0, 0.0)] += 11
+            expected[((p,), (other,), (best,), 0.0, 1.0)] += 4
+    assert Counter((tuple(r["prompt"]), tuple(r["chosen"]), tuple(r["rejected"]), r["chosen_reward"],
+                    r["rejected_reward"]) for r in rows) == expected
     covered = np.zeros((SIZE, SIZE), dtype=bool)
     for row in rows:
         i = row["prompt"][0] - PROMPT_IDS[0]
         pair = sorted(r[0] - RESPONSE_IDS[0] for r in (row["chosen"], row["rejected"]))
         assert i in pair  # every pair sets the diagonal response against another
         covered[i, pair] = True
-    assert (covered == ~uncovered_cells(2)).all()
+    assert (covered == ~UNCOVERED).all()
     assert [sorted(np.flatnonzero(covered[i]).tolist()) for i in range(2)] == [[0, 1, 2], [1, 2, 3]]
     for i in range(SIZE):
         for j in rejected_responses(i, 2):
@@ -113,7 +132,7 @@ def test_exact_masses_match_a_brute_force_softmax_over_the_8_responses(toy):
 
     p, q = brute(moved), brute(anchor)
     assert torch.allclose(p.sum(1), torch.ones(SIZE), atol=1e-5)  # the 8 responses hold all the mass
-    uncovered = torch.from_numpy(uncovered_cells(2))
+    uncovered = torch.from_numpy(UNCOVERED)
     expected = {"eval/diagonal_mass": p.diagonal().mean(), "eval/diagonal_mass_ref": q.diagonal().mean(),
                 "eval/uncovered_mass": (p * uncovered).sum(1).mean(),
                 "eval/uncovered_mass_ref": (q * uncovered).sum(1).mean(),
