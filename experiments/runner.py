@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -135,6 +138,53 @@ def _spawn_context():
     return multiprocessing.get_context("spawn")
 
 
+def _local_pool(jobs: int) -> ProcessPoolExecutor:
+    """The worker processes of `jobs=N`; they die with this process (see `_die_with_parent`)."""
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context(), initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: a worker must not outlive the suite that started it, even when that process is
+    SIGKILLed (no handler, no atexit, no pool shutdown runs then); an orphan would finish its run, never exit, and
+    hold its memory (and its run directory's lock) forever.
+
+    Linux: prctl(PR_SET_PDEATHSIG, SIGKILL) makes the kernel kill this worker when its parent goes. The kernel
+    tracks the parent *thread* that forked the worker: the pool spawns workers from the thread that calls submit()
+    (run_suite's, which waits on them until the pool is shut down), or from the pool's manager thread when it
+    replaces a worker (it lives until shutdown too), so that thread outlives every run it hands out. The parent may
+    already have died before prctl ran: then this worker was re-parented, and getppid() tells. Everywhere (and as a
+    second line on Linux): a daemon thread polls getppid() and kills the worker once its parent has changed."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the watchdog alone
+            pass
+    if os.getppid() != parent:  # the parent is already gone
+        _kill_self()
+    threading.Thread(target=_watch_parent, args=(parent,), name="die-with-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(WATCHDOG_SECONDS)
+        if os.getppid() != parent:
+            _kill_self()
+
+
+def _kill_self() -> None:
+    if hasattr(signal, "SIGKILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(1)
+
+
 class _RayHandle:
     """A Ray object ref with the two methods the runner uses (done, result)."""
 
@@ -214,7 +264,7 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
     if executor != "process":
         pool = _ClusterExecutor(executor, Path(root), address)
     else:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context()) if jobs > 1 else None
+        pool = _local_pool(jobs) if jobs > 1 else None
 
     def finish(job: Job, outcome: str, final: dict | None, spent: float) -> None:
         status[job.key] = outcome
