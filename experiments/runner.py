@@ -24,6 +24,7 @@ from gapstudy.config import run_name, shorten
 
 RUNNER_KEYS = ("suite", "profile", "seeds", "jobs", "arm", "executor", "address")  # the runner's, not a run's
 EXECUTORS = ("process", "submitit_local", "submitit_slurm", "ray")
+NOT_DONE = ("failed", "skipped:", "busy:")  # outcomes whose dependents are skipped and that make the exit status 1
 
 
 class SuiteError(ValueError):
@@ -246,7 +247,7 @@ def _wait_any(running: dict) -> list:
 def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: dict | None, jobs: int,
               root: str | Path, log=print, executor: str = "process", address: str | None = None) -> dict[str, str]:
     """Run the planned jobs, at most `jobs` at a time, in this process (jobs=1), in local processes, or as cluster
-    jobs (`executor`); returns key -> "done" | "complete" | "failed: ..." | "skipped: needs ..."."""
+    jobs (`executor`); returns key -> "done" | "complete" | "failed: ..." | "busy: ..." | "skipped: needs ..."."""
     from gapstudy.config import compose
     from gapstudy.runs import is_complete
 
@@ -279,7 +280,7 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
         while pending or running:
             progressed = False
             for job in list(pending):
-                if any(status.get(dep, "").startswith(("failed", "skipped:")) for dep in job.needs):
+                if any(status.get(dep, "").startswith(NOT_DONE) for dep in job.needs):
                     pending.remove(job)
                     finish(job, "skipped: needs a failed arm", None, 0.0)
                     progressed = True
@@ -302,7 +303,7 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
                         final = _execute(job.overrides, job.name, False, job.run_dir)
                         finish(job, "done", final, time.perf_counter() - tic)
                     except Exception as error:  # noqa: BLE001 -- a failed arm must not stop the others
-                        finish(job, f"failed: {_describe(error)}", None, time.perf_counter() - tic)
+                        finish(job, _outcome(error), None, time.perf_counter() - tic)
                     progressed = True
                 elif len(running) < jobs:
                     pending.remove(job)
@@ -314,7 +315,7 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
                     try:
                         finish(job, "done", future.result(), time.perf_counter() - tic)
                     except Exception as error:  # noqa: BLE001
-                        finish(job, f"failed: {_describe(error)}", None, time.perf_counter() - tic)
+                        finish(job, _outcome(error), None, time.perf_counter() - tic)
             elif not progressed and not running and pending:
                 raise RuntimeError(f"unsatisfiable needs: {[j.key for j in pending]}")
     finally:
@@ -342,6 +343,14 @@ def _stale(job: Job) -> str | None:
     changed = sorted(set(mine) ^ set(theirs))
     return (f"{job.run_dir} holds a finished run made with other settings ({', '.join(changed[:4])}); "
             "remove it (or use another paths.results) to run this arm as now defined")
+
+
+def _outcome(error: BaseException) -> str:
+    """The status of a run that raised: "busy: ..." when another process holds its run directory (a re-run once
+    that one is gone picks it up), else "failed: ..."."""
+    from gapstudy.runs import RunBusy
+
+    return f"busy: {error}" if isinstance(error, RunBusy) else f"failed: {_describe(error)}"
 
 
 def _describe(error: BaseException) -> str:
@@ -390,10 +399,10 @@ def main(argv: list[str], multirun: bool = False) -> int:
     root = Path(compose([*suite.base, *extra]).paths.results).resolve()  # absolute: cluster workers run elsewhere
     status = run_suite(suite, profile, seeds, arms, extra, grid or None, jobs, root,
                        executor=opts.get("executor", "process"), address=opts.get("address"))
-    failed = {k: v for k, v in status.items() if v.startswith(("failed", "skipped:"))}
+    failed = {k: v for k, v in status.items() if v.startswith(NOT_DONE)}
     done = sum(v in ("done", "complete") for v in status.values())
     print(f"{suite.name}: {done}/{len(status)} runs complete under {Path(root) / suite.name}"
-          + (f"; {len(failed)} failed or skipped:" if failed else ""))
+          + (f"; {len(failed)} failed, busy or skipped:" if failed else ""))
     for key, outcome in failed.items():
         print(f"  {key}: {outcome}")
     return 1 if failed else 0

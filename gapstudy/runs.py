@@ -2,16 +2,18 @@
 
 <results root>/[<suite>/]<run name>/ holds config.yaml (resolved, with run_name and overrides), metrics.jsonl,
 pairs/ (the pair log), checkpoint/ (final policy, save_pretrained), final.json (written last: the run is complete)
-and, while a run is in progress, state.pt (resumable state).
+and, while a run is in progress, state.pt (resumable state) and .lock (held by the process writing it).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from gapstudy.config import compose, run_name, validate
+from gapstudy.config import ConfigError, compose, run_name, validate
 
 
 def quiet_libraries() -> None:
@@ -71,12 +73,73 @@ def prepare(overrides: list[str] | tuple[str, ...], cfg: DictConfig | None = Non
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train unless final.json already exists (then return it): re-running a finished run is free."""
+    """Train unless final.json already exists (then return it): re-running a finished run is free. Training holds
+    the run directory's lock: a second process asking for the same run fails at once (RunBusy)."""
     from gapstudy.loop import train
 
     if is_complete(run_dir):
         return json.loads((Path(run_dir) / "final.json").read_text())
-    return train(cfg, run_dir)
+    with run_lock(run_dir):
+        if is_complete(run_dir):  # finished by the process that held the lock just before
+            return json.loads((Path(run_dir) / "final.json").read_text())
+        return train(cfg, run_dir)
+
+
+LOCK_NAME = ".lock"
+
+
+class RunBusy(ConfigError):
+    """Another live process is writing this run directory (it holds the directory's lock)."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold <run_dir>/.lock (flock, exclusive, never waiting) while the block runs: no two processes ever write one
+    run directory. The lock belongs to the open file, so the OS drops it when its process dies however it dies (a
+    SIGKILLed run can be resumed at once); the file names the holder's pid for the message of whoever is refused.
+    Under torchrun only rank 0 takes it (every rank of one run works in the same directory; rank 0 writes).
+    Directories made here for a run that then failed before writing anything are removed again, and so is the
+    lock file: a refused or failed run leaves the results root as it found it."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): unlocked
+        yield
+        return
+    run_dir = Path(run_dir)
+    made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # deepest first
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunBusy(f"{run_dir} is being written by another process (pid {holder}); wait for it to finish "
+                          f"or stop it, then re-run to resume") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its holder removed that file as it let go: lock the one there now
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held: whoever opened it meanwhile sees it gone and retries
+        os.close(fd)
+        for directory in made:
+            try:
+                directory.rmdir()  # only if still empty
+            except OSError:
+                break
 
 
 def run(overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, dict]:

@@ -65,7 +65,9 @@ def cached_artifact(cache_root: Path, kind: str, spec: dict, build: Callable[[Pa
     """Build `build(tmp_dir)` once per (kind, spec) under cache_root and return the finished directory.
 
     The key is a hash of the spec, so changing any setting rebuilds; parallel runs wait on a file lock and reuse
-    the first one's result; a crash mid-build leaves no half-written directory behind (build, then rename).
+    the first one's result; a crash mid-build leaves no half-written directory behind (build, then rename). A
+    build may checkpoint itself under `tmp_dir / RESUME` (see `pretrain`): that folder alone survives a killed
+    build, so the next attempt resumes it, and it is removed before the result is published.
     """
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
     target = Path(cache_root) / ".cache" / f"{kind}-{key}"
@@ -76,15 +78,30 @@ def cached_artifact(cache_root: Path, kind: str, spec: dict, build: Callable[[Pa
         if (target / "DONE").exists():
             return _readable(target)
         tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        _clear_but_resume(tmp)
         build(tmp)
+        shutil.rmtree(tmp / RESUME, ignore_errors=True)
         (tmp / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True, default=str))
         _umask_modes(tmp)
         (tmp / "DONE").write_text("")
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
     return target
+
+
+RESUME = "resume"  # the folder of a build's checkpoints inside its in-progress directory
+
+
+def _clear_but_resume(tmp: Path) -> None:
+    """An empty in-progress directory, except for the checkpoints a killed attempt left in tmp/RESUME."""
+    tmp.mkdir(exist_ok=True)
+    for path in tmp.iterdir():
+        if path.name == RESUME and path.is_dir() and not path.is_symlink():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _umask_modes(folder: Path) -> None:
@@ -128,26 +145,93 @@ def word_level_tokenizer(words: list[str], specials: list[str], directory: Path 
     return tok
 
 
-def pretrain(model, batches: Callable[[int], tuple], steps: int, lr: float, seed: int) -> list[float]:
-    """Plain supervised warm start: batches(i) -> (input_ids, attention_mask or None, soft or hard targets, mask)."""
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * max(0.05, 1 - i / steps))
-    losses = []
+# test hook: called with the number of finished steps after each pretraining step (a test raises there to
+# interrupt a build at a chosen step)
+_after_step: Callable[[int], None] | None = None
+CHECKPOINTS = 20  # a checkpointed pretraining saves its state this many times over its steps
+
+
+def pretrain(model, batches: Callable[[int], tuple], steps: int, lr: float, seed: int, *,
+             generators: tuple = (), checkpoint: Path | None = None, progress: bool = False,
+             desc: str = "pretraining") -> list[float]:
+    """Plain supervised warm start: batches(i) -> (input_ids, attention_mask or None, soft or hard targets, mask).
+
+    With `checkpoint` (a file in the cache's RESUME folder) the state is saved atomically every steps/CHECKPOINTS
+    steps: model, optimizer, schedule, the torch RNG, the states of `generators` (the torch.Generators `batches`
+    draws from), the losses and the step. A later call with the same file resumes from it and ends bit-identical to
+    an uninterrupted run. `progress`: a bar on stderr."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    def fresh():
+        torch.manual_seed(seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * max(0.05, 1 - i / steps))
+        return opt, sched
+
+    opt, sched = fresh()
+    losses: list[float] = []
+    start = 0
+    every = max(1, -(-steps // CHECKPOINTS))
+    settings = {"steps": steps, "lr": lr, "seed": seed}
+    if checkpoint is not None and Path(checkpoint).exists():
+        initial = ({k: v.clone() for k, v in model.state_dict().items()}, [g.get_state() for g in generators])
+        try:
+            state = torch.load(checkpoint, weights_only=False)
+            if state["settings"] != settings:
+                raise ValueError(f"it was made with {state['settings']}")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            for generator, saved in zip(generators, state["generators"], strict=True):
+                generator.set_state(saved)
+            torch.set_rng_state(state["rng"])
+            start, losses = int(state["step"]), list(state["losses"])
+            if progress:
+                print(f"{desc}: resuming at step {start}/{steps}", file=sys.stderr)
+        except Exception as error:  # noqa: BLE001 -- an unusable checkpoint costs the time it saved, nothing else
+            print(f"gapstudy: warning: {desc}: cannot resume from {checkpoint} ({type(error).__name__}: {error}); "
+                  "starting over", file=sys.stderr)
+            model.load_state_dict(initial[0])
+            for generator, saved in zip(generators, initial[1]):
+                generator.set_state(saved)
+            opt, sched = fresh()
+    bar = tqdm(total=steps, initial=start, desc=desc, file=sys.stderr, disable=not progress, leave=False,
+               dynamic_ncols=True)
     model.train()
-    for i in range(steps):
-        input_ids, attention_mask, targets, loss_mask = batches(i)
-        logits = model(input_ids, attention_mask=attention_mask).logits[:, :-1]
-        if targets.dtype.is_floating_point:  # soft targets [B, T-1, V]
-            per_token = -(targets * torch.log_softmax(logits, -1)).sum(-1)
-        else:
-            per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        loss = (per_token * loss_mask).sum() / loss_mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    try:
+        for i in range(start, steps):
+            input_ids, attention_mask, targets, loss_mask = batches(i)
+            logits = model(input_ids, attention_mask=attention_mask).logits[:, :-1]
+            if targets.dtype.is_floating_point:  # soft targets [B, T-1, V]
+                per_token = -(targets * torch.log_softmax(logits, -1)).sum(-1)
+            else:
+                per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            loss = (per_token * loss_mask).sum() / loss_mask.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            if checkpoint is not None and (i + 1) % every == 0 and i + 1 < steps:
+                _save_pretrain_state(Path(checkpoint), {
+                    "settings": settings, "step": i + 1, "losses": losses, "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                    "generators": [g.get_state() for g in generators]})
+            if _after_step is not None:
+                _after_step(i + 1)
+    finally:
+        bar.close()
     model.eval()
     return losses
+
+
+def _save_pretrain_state(path: Path, state: dict) -> None:
+    """torch.save, then rename: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from gapstudy.model import TinyGPTConfig, TinyGPTForCausalLM, param_count
-from gapstudy.worlds import World, cached_artifact, pretrain, word_level_tokenizer
+from gapstudy.worlds import RESUME, World, cached_artifact, pretrain, word_level_tokenizer
 
 TASKS = ("math", "chat")
 TASK_CHOICES = ("mixed", "math", "chat")  # world.task: the families of the training prompts
@@ -215,7 +215,10 @@ def _lengths(w) -> tuple[int, int]:
     return prompt, response
 
 
-def _build(w, directory: Path) -> None:
+def _build(w, directory: Path, progress: bool = False) -> None:
+    """The tokenizer, prompts and SFT policy into `directory`. The SFT run checkpoints itself under
+    directory/RESUME, so a build killed part-way resumes on the next attempt (bit-identical to an uninterrupted
+    one); `progress` shows it as a bar on stderr."""
     start = time.perf_counter()
     rng = np.random.default_rng(int(w.build_seed))
     tokenizer = word_level_tokenizer(WORDS, SPECIALS, directory)
@@ -255,7 +258,9 @@ def _build(w, directory: Path) -> None:
         x = data[rows, :width]
         return x, None, x[:, 1:], target_mask[rows, : width - 1]
 
-    losses = pretrain(model, batches, int(w.pretrain_steps), float(w.pretrain_lr), int(w.build_seed))
+    losses = pretrain(model, batches, int(w.pretrain_steps), float(w.pretrain_lr), int(w.build_seed),
+                      generators=(gen,), checkpoint=directory / RESUME / "pretrain.pt", progress=progress,
+                      desc="building world synth_lm")
     model.save_pretrained(directory)
     (directory / "build_info.json").write_text(json.dumps({
         "build_seconds": round(time.perf_counter() - start, 1), "parameters": param_count(model),
@@ -368,7 +373,7 @@ def build(cfg, cache_root: Path) -> World:
     w = cfg.world
     validate(cfg)
     spec = {k: w[k] for k in w if k not in NOT_IN_SPEC and k not in REWARD_KEYS}
-    path = cached_artifact(cache_root, "synth_lm", spec, lambda d: _build(w, d))
+    path = cached_artifact(cache_root, "synth_lm", spec, lambda d: _build(w, d, bool(cfg.get("progress", False))))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
