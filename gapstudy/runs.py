@@ -50,6 +50,31 @@ def code_version() -> str | None:
         return None
 
 
+PROVENANCE_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "scipy", "pyarrow", "hydra-core",
+                       "omegaconf", "tokenizers", "safetensors")
+
+
+def environment(device) -> dict:
+    """What a run's numbers may depend on beyond its config: package versions, Python, the CPU kernels torch
+    dispatches to (e.g. AVX512 vs AVX2), the device used and torch's thread count. Saved in config.yaml under
+    `environment` (not an override: it never enters the run's name nor the suite runner's staleness check), so
+    analysis can warn when pooled runs were made under different ones."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    packages = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"packages": packages, "python": platform.python_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
+            "threads": torch.get_num_threads()}
+
+
 def run_dir_for(cfg: DictConfig, name: str) -> Path:
     root = Path(cfg.paths.results)
     return root / cfg.suite / name if cfg.get("suite") else root / name
