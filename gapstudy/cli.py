@@ -7,6 +7,7 @@ sweep is `gapstudy run -m algo=dpo,ipo sync_every=1,inf`. Bad settings end with 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from gapstudy.runs import quiet_libraries
 
@@ -19,7 +20,9 @@ commands:
                       a Bradley-Terry reward model on a preference dataset (data.path=... rm.out=DIR; rm.* in
                       configs/config.yaml), for labeller=proxy proxy.path=DIR
   list                the worlds, algorithms, regimes, data sources and labellers
-  demo [KEY=VALUE]    online vs offline DPO on token_bandit R1: a table of final gold reward, win rate, KL
+  demo [seeds=0,1,2,3,4] [jobs=N] [paths.results=DIR] [KEY=VALUE]
+                      online vs offline DPO on token_bandit R1 over seeds: mean and 95% t-interval of final
+                      gold reward, win rate, KL (runs go to a fresh scratch root unless paths.results=DIR)
   figures [suite=NAME] [paths.results=DIR] [profile=full|quick|all]
                       paper-style figures, tables and REPORT.md from the runs under the results root
   compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]
@@ -74,22 +77,57 @@ def cmd_run(argv: list[str]) -> None:
         raise SystemExit(code)
     check_group_overrides([a for a in argv if not a.startswith("-")])
     check_keys(argv)  # a typo is refused here, before hydra's advice to add it with `+`
+    total = sweep_size([a for a in argv if not a.startswith("-")])
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
     @_guarded
     def _task(cfg) -> None:
+        from hydra.types import RunMode
+
         quiet_libraries()  # again: a launcher (joblib, submitit, ray) may run this in a fresh process
-        overrides = list(HydraConfig.get().overrides.task)
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
         cfg, run_dir = prepare(overrides, cfg)
+        counter = ""
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # "[i/N]": this job's place in the sweep
+            i = int(hydra_cfg.job.num) + 1
+            counter = f"[{i}/{total if total is not None and i <= total else '?'}] "
+            if os.environ.get("RANK", "0") == "0":
+                print(f"{counter}{cfg.run_name}", flush=True)
         final = execute(cfg, run_dir)
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
             return
-        print(f"{run_dir}")
+        print(f"{counter}{run_dir}")
         keys = ("eval/gold_reward", "eval/win_rate", "eval/kl", "eval/accuracy")
         print("  " + "  ".join(f"{k.split('/')[1]}={final[k]:.3f}" for k in keys if k in final))
 
     sys.argv = ["gapstudy run", *argv]
     _task()
+
+
+def sweep_size(overrides: list[str]) -> int | None:
+    """How many jobs a hydra multirun of these overrides launches (the product of each swept key's choices);
+    None when hydra alone can tell (a glob sweep, or overrides its parser rejects: hydra reports those)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None
+    sizes: dict[str, int] = {}
+    for override in parsed:
+        if not override.is_sweep_override():
+            sizes[override.get_key_element()] = 1
+        elif override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            return None
+        else:
+            sizes[override.get_key_element()] = len(list(override.sweep_iterator()))
+    total = 1
+    for size in sizes.values():
+        total *= size
+    return total
 
 
 def cmd_list(argv: list[str]) -> None:
@@ -139,30 +177,132 @@ def cmd_train_rm(argv: list[str]) -> None:
 
 
 DEMO = ["world=token_bandit", "reward=R1", "algo=dpo", "suite=demo"]  # runs land in <results>/demo/
+DEMO_REGIMES = (("online", "1"), ("offline", "inf"))
+DEMO_SEEDS = "0,1,2,3,4"
+DEMO_METRICS = (("gold_reward", "eval/gold_reward", 3), ("win_rate", "eval/win_rate", 3), ("kl", "eval/kl", 2))
+
+
+def _demo_run(overrides: list[str]) -> tuple[dict, float | None]:
+    """One demo run (in this process or a worker): (final metrics, wall seconds, or None if it was already done)."""
+    import time
+
+    from gapstudy.runs import execute, is_complete, prepare, quiet_libraries
+
+    quiet_libraries()
+    cfg, run_dir = prepare(overrides)
+    done = is_complete(run_dir)
+    tic = time.perf_counter()
+    final = execute(cfg, run_dir)
+    return final, None if done else time.perf_counter() - tic
+
+
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds (scipy.stats.t with n - 1 degrees of freedom)."""
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    sem = float(stats.sem(values))
+    if sem == 0.0:  # every seed agrees exactly: the interval is the point
+        return mean, mean, mean
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
 
 
 def cmd_demo(argv: list[str]) -> None:
-    """The README's main job: the same loop twice, the sampler synced every step (online) or never (offline)."""
-    import shutil
+    """The README's main job: the same loop with the sampler synced every step (online) or never (offline), over
+    several seeds; prints mean and 95% t-interval over seeds per regime. Runs go to a fresh scratch results root
+    unless `paths.results=DIR` is given (finished runs there are reused, never deleted)."""
+    import tempfile
     import time
+    from concurrent.futures import ProcessPoolExecutor
 
-    from gapstudy.runs import execute, prepare
+    from gapstudy.config import ConfigError
 
-    rows = []
-    for label, sync in (("online", "1"), ("offline", "inf")):
-        tic = time.perf_counter()
-        cfg, run_dir = prepare([*DEMO, f"sync_every={sync}", *argv])
-        if run_dir.exists():  # the demo always trains: its own earlier run (e.g. the committed one) is replaced
-            shutil.rmtree(run_dir)
-        final = execute(cfg, run_dir)
-        rows.append((label, sync, final, time.perf_counter() - tic, run_dir))
-    print(f"\n{'regime':<9}{'sync_every':>11}{'gold_reward':>13}{'win_rate':>10}{'kl':>9}{'seconds':>9}")
-    for label, sync, final, seconds, _ in rows:
-        print(f"{label:<9}{sync:>11}{final['eval/gold_reward']:>13.3f}{final['eval/win_rate']:>10.3f}"
-              f"{final['eval/kl']:>9.2f}{seconds:>9.1f}")
-    print("\nwin rate: against the reference (SFT) policy, judged by the gold reward; kl: KL(policy || reference), nats")
-    for *_, run_dir in rows:
-        print(f"  {run_dir}")
+    opts, overrides = {"seeds": DEMO_SEEDS, "jobs": "1"}, []
+    for item in argv:
+        key, eq, value = item.partition("=")
+        if key in opts and eq:
+            opts[key] = value
+        elif item.startswith("-") or not eq:
+            raise ConfigError(f"demo: {item!r} is invalid; valid: KEY=VALUE overrides, seeds=0,1,..., jobs=N")
+        elif key.lstrip("+") in ("seed", "sync_every", "suite"):
+            raise ConfigError(f"demo: {key}= is set by the demo; valid: seeds=0,1,... (default {DEMO_SEEDS})")
+        else:
+            overrides.append(item)
+    try:
+        seeds = sorted({int(s) for s in opts["seeds"].split(",")})
+    except ValueError:
+        raise ConfigError(f"seeds={opts['seeds']!r} is invalid; valid: comma-separated integers") from None
+    if len(seeds) < 2:
+        raise ConfigError(f"seeds={opts['seeds']!r} is invalid; an interval over seeds needs at least 2")
+    if not opts["jobs"].isdigit() or int(opts["jobs"]) < 1:
+        raise ConfigError(f"jobs={opts['jobs']!r} is invalid; valid: a positive integer")
+    jobs = int(opts["jobs"])
+    root = next((o.partition("=")[2] for o in overrides if o.startswith("paths.results=")), None)
+    given = root is not None
+    if not given:
+        root = tempfile.mkdtemp(prefix="gapstudy-demo-")
+        overrides.append(f"paths.results={root}")
+    if not any(o.startswith("progress=") for o in overrides):
+        overrides.append("progress=false")  # one line per finished run instead of ten progress bars
+    plan = [(label, sync, seed, [*DEMO, f"sync_every={sync}", f"seed={seed}", *overrides])
+            for label, sync in DEMO_REGIMES for seed in seeds]
+    from gapstudy.runs import prepare
+
+    try:
+        for *_, run_overrides in plan:
+            prepare(run_overrides)  # every bad setting stops here, before anything trains
+    except Exception:
+        if not given:
+            Path(root).rmdir()  # the empty scratch root this call made; nothing else is removed
+        raise
+    print(f"{len(plan)} runs ({len(seeds)} seeds x online, offline; jobs={jobs}) under {Path(root) / 'demo'}",
+          flush=True)
+    outcomes: dict[int, tuple[dict, float | None]] = {}
+
+    def report(i: int, outcome: tuple[dict, float | None]) -> None:
+        outcomes[i] = outcome
+        label, _, seed, _ = plan[i]
+        final, seconds = outcome
+        spent = "reused" if seconds is None else f"{seconds:.1f} s"
+        print(f"[{len(outcomes)}/{len(plan)}] {label:<8} seed {seed}  gold_reward={final['eval/gold_reward']:.3f} "
+              f"win_rate={final['eval/win_rate']:.3f} kl={final['eval/kl']:.2f}  ({spent})", flush=True)
+
+    tic = time.perf_counter()
+    report(0, _demo_run(plan[0][3]))  # the first run builds the world (cached under the root) before any worker
+    if jobs == 1:
+        for i in range(1, len(plan)):
+            report(i, _demo_run(plan[i][3]))
+    else:
+        from concurrent.futures import as_completed
+
+        from experiments.runner import _spawn_context
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context()) as pool:
+            futures = {pool.submit(_demo_run, plan[i][3]): i for i in range(1, len(plan))}
+            for future in as_completed(futures):
+                report(futures[future], future.result())
+    wall = time.perf_counter() - tic
+
+    header = f"{'regime':<9}{'sync_every':>11}{'seeds':>6}" + "".join(f"{name:>24}" for name, _, _ in DEMO_METRICS)
+    print(f"\n{header}{'seconds':>9}")
+    for label, sync in DEMO_REGIMES:
+        mine = [outcomes[i] for i, (lab, *_) in enumerate(plan) if lab == label]
+        cells = []
+        for _, key, digits in DEMO_METRICS:
+            mean, low, high = _interval([final[key] for final, _ in mine])
+            cells.append(f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]".rjust(24))
+        spent = [s for _, s in mine if s is not None]
+        seconds = f"{sum(spent) / len(spent):.1f}" if spent else "reused"
+        print(f"{label:<9}{sync:>11}{len(mine):>6}{''.join(cells)}{seconds:>9}")
+    print(f"\nmean [95% t-interval over seeds {','.join(map(str, seeds))}]; win rate: against the reference (SFT) "
+          "policy, judged by the gold reward; kl: KL(policy || reference), nats; seconds: per run (world build, "
+          "training, evaluation)")
+    print(f"{len(plan)} runs in {wall:.0f} s (jobs={jobs}), written under {Path(root) / 'demo'}")
+    if not given:
+        print("(a fresh scratch results root; paths.results=DIR to choose one, where finished runs are reused)")
 
 
 def cmd_figures(argv: list[str]) -> None:
@@ -228,6 +368,7 @@ def cmd_compare(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
+    """`gapstudy bench [measured=N] [repeats=N] [KEY=VALUE]`: milliseconds per online DPO step of the real loop."""
     from gapstudy.bench import bench
 
     bench(argv)
@@ -235,6 +376,21 @@ def cmd_bench(argv: list[str]) -> None:
 
 COMMANDS = {"run": cmd_run, "train-rm": cmd_train_rm, "list": cmd_list, "demo": cmd_demo, "figures": cmd_figures,
             "compare": cmd_compare, "bench": cmd_bench}
+
+
+def command_help(command: str) -> str:
+    """`gapstudy COMMAND --help`: the command's lines of USAGE and its docstring (`run --help` is hydra's own)."""
+    import inspect
+
+    blocks: list[list[str]] = []
+    for line in USAGE.split("commands:\n", 1)[1].splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            blocks.append([line])
+        elif blocks and line.strip():
+            blocks[-1].append(line)
+    mine = ["\n".join(b) for b in blocks if b[0].split()[0] == command]
+    doc = inspect.getdoc(COMMANDS[command]) or ""
+    return f"usage: gapstudy {command} ...\n\n" + "\n".join(mine) + (f"\n\n{doc}" if doc else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
+    if command != "run" and any(a in ("-h", "--help") for a in rest):
+        print(command_help(command))
+        return
     quiet_libraries()
     _guarded(COMMANDS[command])(rest)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,10 @@ def test_run_and_multirun_from_the_command_line(results, capsys):
     cli.main(["run", "-m", f"paths.results={root}", *FAST, "steps=2", "eval.every=0", "algo=dpo,ipo",
               "sync_every=1,inf"])
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    out = capsys.readouterr().out
+    counters = re.findall(r"^\[(\d+)/(\d+)\] ([^/\s]+)$", out, re.M)  # "[i/N] run name" as each job starts
+    assert sorted((int(i), int(n)) for i, n, _ in counters) == [(i, 4) for i in range(1, 5)]
+    assert sorted(name for *_, name in counters) == names
     fast = "eval.every-0__eval.prompts-32__steps-2"
     assert names == [f"algo-{a}__{fast}__sync_every-{s}__world.pretrain_steps-60__seed-0"
                      for a in ("dpo", "ipo") for s in ("1", "inf")]
@@ -142,15 +147,95 @@ def test_run_and_multirun_from_the_command_line(results, capsys):
     assert "win_rate=" in capsys.readouterr().out
 
 
-def test_demo_prints_the_table_and_always_trains_afresh(tmp_path, capsys):
-    args = ["steps=3", "eval.every=0", "eval.prompts=8", "world.pretrain_steps=60", "progress=false",
-            f"paths.results={tmp_path}"]
+REPO = Path(__file__).resolve().parents[1]
+DEMO_FAST = ["steps=2", "eval.every=0", "eval.prompts=8", "world.pretrain_steps=60"]
+ROW = re.compile(r"^(online|offline)\s+(\S+)\s+(\d+)" + r"\s+(\S+) \[(\S+), (\S+)\]" * 3 + r"\s+(\S+)$")
+
+
+def tree_state(root: Path) -> dict:
+    """(size, mtime) of every file under root: what any write, replacement or deletion changes."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def demo_rows(out: str) -> dict:
+    rows = {}
+    for line in out.splitlines():
+        match = ROW.match(line)
+        if match:
+            g = match.groups()
+            rows[g[0]] = {"sync": g[1], "seeds": int(g[2]), "seconds": g[12],
+                          **{name: tuple(float(x) for x in g[3 + 3 * k: 6 + 3 * k])
+                             for k, name in enumerate(("eval/gold_reward", "eval/win_rate", "eval/kl"))}}
+    return rows
+
+
+def test_demo_runs_five_seeds_per_regime_into_a_scratch_root_and_prints_t_intervals(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    from scipy import stats
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the scratch root lands here, not in /tmp
+    before = tree_state(REPO / "results")
+    cli.main(["demo", *DEMO_FAST])
+    out = capsys.readouterr().out
+    assert tree_state(REPO / "results") == before  # nothing under the tracked results/ written, replaced or removed
+    (scratch,) = tmp_path.glob("gapstudy-demo-*")
+    assert f"written under {scratch / 'demo'}" in out
+    runs = {p.name: json.loads((p / "final.json").read_text()) for p in (scratch / "demo").iterdir()}
+    rows = demo_rows(out)
+    assert set(rows) == {"online", "offline"}
+    for label, sync in (("online", "1"), ("offline", "inf")):
+        finals = [f for name, f in runs.items() if f"sync_every-{sync}__" in name]
+        assert rows[label]["sync"] == sync and rows[label]["seeds"] == len(finals) >= 5
+        assert {int(name.rsplit("seed-", 1)[1]) for name in runs if f"sync_every-{sync}__" in name} == set(range(5))
+        for key in ("eval/gold_reward", "eval/win_rate", "eval/kl"):
+            values = [f[key] for f in finals]
+            mean, low, high = rows[label][key]
+            digits = 2 if key == "eval/kl" else 3
+            assert mean == round(sum(values) / len(values), digits)
+            if stats.sem(values) > 0:  # the printed interval is scipy's t-interval over the seeds' final values
+                expected = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / len(values),
+                                            scale=stats.sem(values))
+                assert (low, high) == (round(expected[0], digits), round(expected[1], digits))
+            else:
+                assert low == high == mean
+        float(rows[label]["seconds"])  # every run trained here: a number, not "reused"
+    assert len(re.findall(r"^\[\d+/10\] ", out, re.M)) == 10  # one line per finished run
+
+
+def test_demo_in_a_given_root_reuses_finished_runs_and_deletes_nothing(tmp_path, capsys):
+    args = [*DEMO_FAST, "seeds=0,1", f"paths.results={tmp_path}"]
     cli.main(["demo", *args])
-    first = capsys.readouterr().out
-    assert "online" in first and "offline" in first and "gold_reward" in first
+    capsys.readouterr()
     runs = sorted((tmp_path / "demo").iterdir())
-    assert [r.name.split("sync_every-")[1].split("__")[0] for r in runs] == ["1", "inf"]
+    assert len(runs) == 4
     marker = runs[0] / "marker"
-    marker.write_text("an earlier run")
-    cli.main(["demo", *args])  # a finished earlier demo run is replaced, not reused
-    assert not marker.exists() and (runs[0] / "final.json").exists()
+    marker.write_text("kept")
+    before = tree_state(tmp_path)
+    cli.main(["demo", *args])
+    out = capsys.readouterr().out
+    assert marker.read_text() == "kept" and tree_state(tmp_path) == before  # reused: nothing rewritten or removed
+    assert all(row["seconds"] == "reused" for row in demo_rows(out).values())
+
+
+@pytest.mark.parametrize("arg, needle", [
+    ("seeds=3", "seeds='3' is invalid; an interval over seeds needs at least 2"),
+    ("seeds=a,b", "seeds='a,b' is invalid"),
+    ("seed=1", "seed= is set by the demo"),
+    ("jobs=0", "jobs='0' is invalid"),
+    ("sync_evry=1", "sync_evry"),
+])
+def test_demo_refuses_bad_options_and_leaves_no_scratch_root(tmp_path, capsys, monkeypatch, arg, needle):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code, err = run_cli(["demo", *DEMO_FAST, arg], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["demo", "figures", "compare", "bench", "train-rm", "list"])
+def test_every_command_but_run_prints_its_help(command, capsys):
+    cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: gapstudy {command}") and f"  {command}" in out
