@@ -136,11 +136,12 @@ def test_an_engine_without_a_reachable_model_is_a_clear_error(tiny):
 def test_the_loop_runs_on_the_vllm_backend_and_syncs_every_s_steps(sync_every, results, monkeypatch):
     from tests.conftest import series, train_run
 
-    engines = []
+    from transformers import AutoModelForCausalLM
+
+    engines, paths = [], []
 
     def fake_engine(model_path, gpu_memory_utilization, dtype, seed):
-        from transformers import AutoModelForCausalLM
-
+        paths.append(model_path)
         engines.append(FakeLLM(AutoModelForCausalLM.from_pretrained(model_path).eval(), eos=None, pad=0))
         return engines[-1], FakeSamplingParams
 
@@ -151,7 +152,13 @@ def test_the_loop_runs_on_the_vllm_backend_and_syncs_every_s_steps(sync_every, r
     assert loads == {"1": 1 + 6, "3": 1 + 2, "inf": 1}[sync_every]  # initial push + one per sync step
     assert series(records, "gen/staleness") == {"1": [0.0] * 6, "3": [0.0, 1.0, 2.0] * 2,
                                                 "inf": [float(s) for s in range(6)]}[sync_every]
-    assert 0.0 <= final["eval/win_rate"] <= 1.0
+    # the engine samples with the weights it was last pushed: the initial ones only when it is never synced
+    initial = dict(AutoModelForCausalLM.from_pretrained(paths[0]).named_parameters())
+    engine = dict(engines[0].model.named_parameters())
+    assert engine.keys() == initial.keys() and len(engine) > 0
+    unchanged = [torch.equal(engine[name], initial[name]) for name in engine]
+    assert all(unchanged) if sync_every == "inf" else not all(unchanged), unchanged
+    assert final["eval/kl"] > 1e-6  # and the evaluated policy is the trained one, away from the reference
 
 
 @pytest.mark.parametrize("sync_every, checkpoint_every, keeps_copy", [("1", "4", False), ("3", "4", True),
