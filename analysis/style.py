@@ -140,7 +140,10 @@ def arm_color(arm: str) -> str:
 
 
 def arm_label(arm: str) -> str:
-    return ARM_LABELS.get(arm, str(arm).replace("_", " "))
+    """The arm's name in figures and tables. An arm outside ARM_LABELS keeps its name as written, underscores included
+    (`sync_every=1`, `token_bandit` are config names a reader looks up); only the `__` between the parts of a run
+    name becomes ", " (algo-dpo__sync_every-1 -> "algo-dpo, sync_every-1")."""
+    return ARM_LABELS.get(arm, str(arm).replace("__", ", "))
 
 
 def arm_linestyle(arm: str) -> str:
@@ -198,12 +201,18 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float
     return figure, axes
 
 
+# No timestamp and no software version in the files: re-drawing unchanged runs rewrites them byte for byte, whatever
+# the date (a PDF's CreationDate, or SOURCE_DATE_EPOCH) or the matplotlib patch release that draws them
+_PNG_METADATA = {"Software": None}
+_PDF_METADATA = {"CreationDate": None, "Creator": None, "Producer": None}
+
+
 def save(fig: Figure, out_dir: str | Path, name: str, dpi: int = 150) -> list[Path]:
-    """Write `<out_dir>/<name>.png` (dpi 150) and `.pdf`; returns both paths."""
+    """Write `<out_dir>/<name>.png` (dpi 150) and `.pdf`, without timestamps or version strings; returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     with matplotlib.rc_context(STYLE_RC):
-        fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-        fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
+        fig.savefig(paths[0], dpi=dpi, bbox_inches="tight", metadata=_PNG_METADATA)
+        fig.savefig(paths[1], bbox_inches="tight", metadata=_PDF_METADATA)
     return paths
