@@ -7,6 +7,7 @@ Pure functions over the tidy frame of `analysis.load`; no torch.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.figures import final_table, kl_matched_figure, kl_matched_table, win_rate_vs_kl, write_table
-from analysis.load import BASE_COLUMNS, _varying, ad_hoc_arm, load_runs
+from analysis.load import BASE_COLUMNS, _varying, ad_hoc_arm, environment_notes, load_runs
 from analysis.style import save
 
 
@@ -72,16 +73,24 @@ def group_arms(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFram
 
 def compare(paths: Sequence[str | Path], out: str | Path, by: Sequence[str] | None = None,
             y: str = "eval/win_rate") -> tuple[list[Path], dict[str, pd.DataFrame]]:
-    """Write the figures and tables of the runs at `paths` into `out`; returns (written paths, tables by name)."""
+    """Write the figures and tables of the runs at `paths` into `out`; returns (written paths, tables by name).
+
+    Runs made under different environments (package versions, CPU capability, device, threads), or without a recorded
+    one, are warned about on stderr, one line each, and the lines are the table `environment` (environment.md)."""
     df = group_arms(load_paths(paths), by)
     if y not in df.columns or df[y].notna().sum() == 0:
         raise CompareError(f"y={y}: no run logged it; e.g. eval/win_rate, eval/gold_reward, eval/accuracy")
+    notes = environment_notes(df["run_dir"].unique())
+    for note in notes:
+        print(f"gapstudy: warning: {note}", file=sys.stderr)
     out = Path(out)
     written: list[Path] = []
     written += save(win_rate_vs_kl(df, y=y), out, "win_rate_vs_kl")
     written += save(kl_matched_figure(df, y=y), out, "kl_matched")
     tables = {"kl_matched": kl_matched_table(df, y=y),
               "final": final_table(df, metrics=tuple(dict.fromkeys((y, "eval/kl", "eval/gold_reward"))))}
+    if notes:
+        tables["environment"] = pd.DataFrame({"note": notes})
     for name, table in tables.items():
         written += write_table(table, out, name)
     return written, tables

@@ -6,6 +6,7 @@ A run directory is any folder holding `config.yaml` and `metrics.jsonl`, directl
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -30,7 +31,9 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 BASE_COLUMNS: tuple[str, ...] = ("suite", "arm", "seed", "run_name", "run_dir", "step", "complete")
 _IDENTITY_KEYS = {"suite", "arm", "seed", "run_name"}  # already base columns
-_SKIPPED_CONFIG_PREFIXES = ("paths.",)  # differ in every run by construction; not a scientific choice
+ENVIRONMENT = "environment"  # config.yaml's record of the machine that made a run (packages, python, cpu_capability,
+                             # device, threads): provenance, read by environment_notes, never a config column
+_SKIPPED_CONFIG_PREFIXES = ("paths.", f"{ENVIRONMENT}.")  # differ by machine or folder, not by scientific choice
 _INF_STRINGS = {"inf", "+inf", "infinity", "+infinity", ".inf"}
 
 
@@ -241,6 +244,80 @@ def _metric_sort_key(key: str) -> tuple[int, str]:
         if key.startswith(prefix):
             return rank, key
     return len(order), key
+
+
+# ------------------------------------------------------------------------------------------ provenance
+NOT_RECORDED = "not recorded"
+
+
+def read_environment(run_dir: str | Path) -> dict | None:
+    """The run's `environment:` from its config.yaml, flattened ({"packages.torch": "2.5.1", "python": ...}); None
+    when the config records none (runs made before the loop recorded it) or cannot be read."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    environment = _read_environment(str(path), stamp)
+    return dict(environment) if environment is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_environment(path: str, stamp: int) -> dict | None:
+    """read_environment's file read, cached per (file, modification time): regenerate asks once per suite and once
+    for the whole pool."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    environment = config.get(ENVIRONMENT) if isinstance(config, Mapping) else None
+    if not isinstance(environment, Mapping) or not environment:
+        return None
+    return flatten(environment)
+
+
+def _value_counts(values: list) -> str:
+    counts: dict[str, int] = {}
+    for value in values:
+        text = "none" if value is None else str(value)  # None: e.g. a package that was not installed
+        counts[text] = counts.get(text, 0) + 1
+    return ", ".join(f"{text} ({n} run{'s' if n != 1 else ''})" for text, n in sorted(counts.items()))
+
+
+def environment_notes(run_dirs: Iterable[str | Path]) -> list[str]:
+    """What a reader of pooled runs must know about where they were made, one line each: one line when some runs
+    record no environment (provenance missing), then one line per field (packages.torch, python, cpu_capability,
+    device, threads) whose value differs across the runs that record one (a field one of them lacks counts as
+    "not recorded"). Empty when every run records the same environment."""
+    dirs = sorted({str(d) for d in run_dirs})
+    recorded = {d: read_environment(d) for d in dirs}
+    notes = []
+    missing_runs = [d for d, env in recorded.items() if env is None]
+    if missing_runs:
+        notes.append(f"provenance missing: {len(missing_runs)} of {len(dirs)} runs record no {ENVIRONMENT} in "
+                     "config.yaml (package versions, CPU capability, device and threads unknown)")
+    envs = [env for env in recorded.values() if env is not None]
+    fields = list(dict.fromkeys(key for env in envs for key in env))
+    for field in fields:
+        values = [env.get(field, NOT_RECORDED) for env in envs]
+        if len({repr(v) for v in values}) > 1:
+            notes.append(f"runs made under different environments: {ENVIRONMENT}.{field} = {_value_counts(values)}")
+    return notes
+
+
+def environment_summary(run_dirs: Iterable[str | Path]) -> str | None:
+    """One line naming the environment every run records (python, CPU capability, device, threads, package
+    versions), or None when the runs record none or differ (environment_notes says how)."""
+    dirs = sorted({str(d) for d in run_dirs})
+    envs = [read_environment(d) for d in dirs]
+    if not envs or any(env is None for env in envs) or environment_notes(dirs):
+        return None
+    env = envs[0]
+    main = [f"{key} {env[key]}" for key in ("python", "cpu_capability", "device", "threads") if key in env]
+    packages = [f"{key.removeprefix('packages.')} {value}" for key, value in env.items() if key.startswith("packages.")]
+    return (f"all {len(dirs)} runs record one environment: " + ", ".join(main)
+            + (f"; packages: {', '.join(packages)}" if packages else ""))
 
 
 # ------------------------------------------------------------------------------------------- selections
