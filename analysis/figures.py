@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,8 +22,8 @@ from scipy import optimize
 
 from analysis import scorecard
 from analysis.kl_match import bootstrap_ci, frontier, kl_matched
-from analysis.load import (end_values, eval_points, final_points, initial_points, load_runs, per_seed_final,
-                           resolve_metric, timings)
+from analysis.load import (end_values, environment_notes, environment_summary, eval_points, final_points,
+                           initial_points, load_runs, per_seed_final, resolve_metric, timings)
 from analysis.style import (REWARD_COLORS, arm_color, arm_label, arm_linestyle, arm_order, metric_label,
                             new_figure, save, seed_marker, styled)
 
@@ -50,13 +51,32 @@ def _jitter(n: int, width: float = 0.28) -> np.ndarray:
     return np.zeros(1) if n == 1 else np.linspace(-width / 2, width / 2, n)
 
 
+MIN_LOG_TICKS = 4  # a log KL axis shows at least this many labelled ticks (the papers' figures show 4-7)
+
+
+def _log_subs(decades: float) -> tuple[float, ...]:
+    """Mantissas of the labelled ticks of a log axis spanning `decades`: every digit under one decade (20, 30, 40,
+    50), 1-2-5 up to 2.5 decades, 1-3 up to 4.5, decades beyond."""
+    if decades <= 1.0:
+        return tuple(float(m) for m in range(1, 10))
+    if decades <= 2.5:
+        return (1.0, 2.0, 5.0)
+    if decades <= 4.5:
+        return (1.0, 3.0)
+    return (1.0,)
+
+
 def _log_x(ax) -> None:
-    """Log x axis labelled in plain numbers (0.2, 0.5, 1, 2, ...) at 1-2-5 steps over short ranges, decades
-    over long ones; minor ticks unlabelled, so labels never collide."""
+    """Log x axis labelled in plain numbers (0.2, 0.5, 1, 2, ...), with at least MIN_LOG_TICKS labels in view: the
+    mantissas of _log_subs for the span shown, or evenly spaced round numbers when the span is too short for them
+    (2.1 to 2.6 nats); minor ticks unlabelled, so labels never collide."""
     ax.set_xscale("log")
     low, high = ax.get_xlim()
     decades = math.log10(high / low) if low > 0 and high > low else 0.0
-    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+    locator = ticker.LogLocator(base=10, subs=_log_subs(decades))
+    if low > 0 and high > low and sum(low <= t <= high for t in locator.tick_values(low, high)) < MIN_LOG_TICKS:
+        locator = ticker.MaxNLocator(nbins=MIN_LOG_TICKS + 1, steps=[1, 2, 2.5, 5, 10], min_n_ticks=MIN_LOG_TICKS)
+    ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
@@ -88,14 +108,20 @@ def _with_samples(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mean_band(ax, curve: pd.DataFrame, x: str, arm: str, label: str, alpha: float):
-    """An arm's seed-mean line over `x` with a ±1 s.e. band where the s.e. is defined; returns the line."""
+    """An arm's seed-mean line over `x` with a ±1 s.e. band where the s.e. is defined (>= 2 seeds); returns the line
+    and whether a band was drawn."""
     color = arm_color(arm)
     (line,) = ax.plot(curve[x], curve["mean"], color=color, linestyle=arm_linestyle(arm), label=label)
     band = curve[np.isfinite(curve["sem"])]
     if not band.empty:
         ax.fill_between(band[x], band["mean"] - band["sem"], band["mean"] + band["sem"], color=color, alpha=alpha,
                         linewidth=0)
-    return line
+    return line, not band.empty
+
+
+def _band_title(banded: bool) -> str:
+    """The arm legend's title: it promises a band only where one was drawn (a band needs >= 2 seeds)."""
+    return "arm (band = ±1 s.e. over seeds)" if banded else "arm (one seed: no band)"
 
 
 def _smooth_train(df: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -155,12 +181,13 @@ def kl_matched_figure(df: pd.DataFrame, budgets: Sequence[float] | None = None, 
     ax = axes[0, 0]
     ax.set_xlabel("KL budget K (nats, log scale)")
     ax.set_ylabel("best win rate with KL ≤ K" if y == "eval/win_rate" else f"best {metric_label(y)} with KL ≤ K")
-    ax.set_title("KL-matched comparison (band: 95% CI over seeds)")
+    ax.set_title("KL-matched comparison")
     table = kl_matched(df, budgets, x=x, y=y)
     table = table[np.isfinite(table["mean"])] if not table.empty else table
     if table.empty:
         _no_data(ax)
         return fig
+    banded = False
     for arm in _arms(table):
         rows = table[table["arm"] == arm].sort_values("budget")
         color = arm_color(arm)
@@ -169,6 +196,9 @@ def kl_matched_figure(df: pd.DataFrame, budgets: Sequence[float] | None = None, 
         band = rows[np.isfinite(rows["ci_low"])]
         if not band.empty:
             ax.fill_between(band["budget"], band["ci_low"], band["ci_high"], color=color, alpha=0.18, linewidth=0)
+            banded = True
+    if banded:
+        ax.set_title("KL-matched comparison (band: 95% CI over seeds)")
     _log_x(ax)
     if (table["n_seeds"] <= 1).all():
         ax.text(0.02, 0.02, "one seed per arm: no intervals", transform=ax.transAxes, fontsize=9, color="0.4")
@@ -468,7 +498,7 @@ def curves_vs_step(df: pd.DataFrame, metrics: Sequence[str] = ("eval/gold_reward
     fig, axes = new_figure(ncols=len(metrics), width=4.4, height=3.8)
     data = _with_samples(df) if x == "counters/samples" else df
     arms = list(arms) if arms is not None else _arms(data)
-    handles = {}
+    handles, banded = {}, False
     for ax, metric in zip(axes[0], metrics):
         ax.set_xlabel(metric_label(x))
         drawn, keys = False, set()
@@ -482,15 +512,15 @@ def curves_vs_step(df: pd.DataFrame, metrics: Sequence[str] = ("eval/gold_reward
             curve = _seed_mean_band(runs, key, x)
             if curve.empty:
                 continue
-            line = _mean_band(ax, curve, x, arm, arm_label(arm), alpha=0.18)
+            line, with_band = _mean_band(ax, curve, x, arm, arm_label(arm), alpha=0.18)
             handles.setdefault(arm, line)
-            drawn = True
+            drawn, banded = True, banded or with_band
         ax.set_ylabel(metric_label(keys.pop() if len(keys) == 1 else metric))  # the key actually drawn
         if not drawn:
             _no_data(ax)
     if title:
         fig.suptitle(title)
-    _arm_legend(fig, axes[0, 0], [handles[a] for a in arms if a in handles], title="arm (band = ±1 s.e.)")
+    _arm_legend(fig, axes[0, 0], [handles[a] for a in arms if a in handles], title=_band_title(banded))
     return fig
 
 
@@ -559,7 +589,7 @@ def bandit_curves(df: pd.DataFrame, metric: str = "eval/gold_reward", x: str = "
     data = _with_samples(df) if x == "counters/samples" else df
     rewards = ("R1", "R2")
     fig, axes = new_figure(ncols=2, width=4.8, height=4.0, sharey=True)
-    handles = {}
+    handles, banded = {}, False
     for ax, reward in zip(axes[0], rewards):
         ax.set_title(f"reward {reward}")
         ax.set_xlabel(metric_label(x))
@@ -575,13 +605,13 @@ def bandit_curves(df: pd.DataFrame, metric: str = "eval/gold_reward", x: str = "
             if curve.empty:
                 continue
             label = re.sub(r"\s*\(R\d\)$", "", arm_label(arm))
-            line = _mean_band(ax, curve, x, arm, label, alpha=0.15)
+            line, with_band = _mean_band(ax, curve, x, arm, label, alpha=0.15)
             handles.setdefault(label, line)
-            drawn = True
+            drawn, banded = True, banded or with_band
         if not drawn:
             _no_data(ax)
     axes[0, 0].set_ylabel(metric_label(metric))
-    _arm_legend(fig, axes[0, 0], list(handles.values()), title="arm (band = ±1 s.e.)")
+    _arm_legend(fig, axes[0, 0], list(handles.values()), title=_band_title(banded))
     return fig
 
 
@@ -665,7 +695,7 @@ def toy_masses(df: pd.DataFrame, beta: float = scorecard.TOY_BETA) -> Figure:
     """Xu et al.'s 8×8 toy: π's exact mass on the diagonal and on the responses the dataset never pairs with the
     prompt, over training, one line per arm at KL strength β (band = ±1 s.e. over seeds); dashed = π_ref's mass."""
     fig, axes = new_figure(ncols=2, width=4.6, height=3.8, sharey=True)
-    handles = {}
+    handles, banded = {}, False
     for ax, (key, ref_key, name) in zip(axes[0], _TOY_PANELS):
         ax.set_title(f"mass on the {name}")
         ax.set_xlabel("step")
@@ -676,11 +706,12 @@ def toy_masses(df: pd.DataFrame, beta: float = scorecard.TOY_BETA) -> Figure:
             curve = _seed_mean_band(runs, key, "step") if not runs.empty else pd.DataFrame()
             if curve.empty:
                 continue
-            handles.setdefault(arm, _mean_band(ax, curve, "step", arm, arm_label(arm), alpha=0.18))
-            drawn = True
+            line, with_band = _mean_band(ax, curve, "step", arm, arm_label(arm), alpha=0.18)
+            handles.setdefault(arm, line)
+            drawn, banded = True, banded or with_band
         _end_toy_panel(ax, df, ref_key, handles, drawn)
     return _end_toy_figure(fig, axes, handles, "probability mass (mean over the 8 prompts)", f"8×8 toy, β = {beta:g}",
-                           "arm (band = ±1 s.e.)")
+                           _band_title(banded))
 
 
 @styled
@@ -809,18 +840,30 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> list[Pat
     return paths
 
 
+def _environment_lines(df: pd.DataFrame) -> list[str]:
+    """What REPORT.md and SCORECARD.md say about where the runs of `df` were made."""
+    run_dirs = df["run_dir"].unique()
+    notes = environment_notes(run_dirs)
+    summary = environment_summary(run_dirs) if not notes else None
+    return notes or ([summary] if summary else [])
+
+
 def regenerate(root: str | Path = "results", suite: str | None = None, profile: str | None = "full") -> list[Path]:
     """Draw every figure and table of `suite` (or of every suite found under `root`) into
     `<root>/figures/<suite>/`, PNG + PDF and CSV + markdown, and write `<root>/<suite>/REPORT.md`.
 
     A figure that fails is skipped with a warning, so one broken panel never hides the others.
     `profile` keeps the registry runs of one profile (full: the committed reproduction); None keeps all.
+    Runs pooled from different environments (or without a recorded one) are warned about on stderr, one line each,
+    and noted in REPORT.md and SCORECARD.md. Re-running on unchanged runs rewrites every file byte for byte.
     Returns the written paths.
     """
     root = Path(root)
     df = load_runs(root, suite=suite, profile=profile)
     if df.empty:
         return []
+    for note in environment_notes(df["run_dir"].unique()):
+        print(f"gapstudy: warning: {note}", file=sys.stderr)
     suites = [suite] if suite is not None else sorted({s for s in df["suite"].dropna().unique() if isinstance(s, str)})
     written: list[Path] = []
     for name in suites:
@@ -845,10 +888,12 @@ def regenerate(root: str | Path = "results", suite: str | None = None, profile: 
             tables[table_name] = table
         report_path = root / name / "REPORT.md"
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(scorecard.report(data, name, figures=drawn, tables=tables), encoding="utf-8")
+        report_path.write_text(scorecard.report(data, name, figures=drawn, tables=tables,
+                                                environment=_environment_lines(data)), encoding="utf-8")
         written.append(report_path)
     if suite is None:  # the whole picture: every claim, every suite
-        (root / "SCORECARD.md").write_text(scorecard.overview(df), encoding="utf-8")
+        (root / "SCORECARD.md").write_text(scorecard.overview(df, root, profile, _environment_lines(df)),
+                                           encoding="utf-8")
         written.append(root / "SCORECARD.md")
     timing = timings(root)
     if not timing.empty:

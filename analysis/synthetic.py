@@ -117,12 +117,14 @@ def _records(steps: int, eval_every: int, train_every: int, eval_fn, train_fn) -
 def fake_suite(root: str | Path, suite: str, seeds: Sequence[int] = (0, 1, 2), quality: Mapping[str, float] | None = None,
                drop_arms: Iterable[str] = (), steps: int = 200, eval_every: int = 20, train_every: int = 5,
                in_suite_folder: bool = True, noise: float = 0.01, effects: Mapping[str, float] | None = None,
-               faithful_replay: bool = True) -> list[Path]:
+               faithful_replay: bool = True, environment: Mapping | None = None) -> list[Path]:
     """Write fake runs of every arm of `suite` (SUITE_ARMS) for each seed; returns the run directories.
 
     `quality` overrides the default gain multiplier of named arms; `effects` the strengths of EFFECTS; `drop_arms`
     leaves arms out. `faithful_replay` (data_coverage): the ordered replay is the online run (its random stream,
     its curves at its own quality) up to EFFECTS["replay_drift"]; False: a run of its own, with its own noise.
+    `environment`: the `environment:` mapping every run's config.yaml records (None: none, like runs made before the
+    loop recorded it).
     """
     qualities = {**QUALITY[suite], **dict(quality or {})}
     unknown = set(effects or {}) - set(EFFECTS)
@@ -138,6 +140,8 @@ def fake_suite(root: str | Path, suite: str, seeds: Sequence[int] = (0, 1, 2), q
         for seed in seeds:
             for config, records in _runs(suite, arm, seed, qualities[arm], steps, eval_every, train_every, noise,
                                          strengths, faithful_replay):
+                if environment is not None:
+                    config["environment"] = json.loads(json.dumps(dict(environment)))  # a deep copy per run
                 written.append(write_run(base / config["run_name"], config, records))
     return written
 
