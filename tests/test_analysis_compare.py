@@ -54,20 +54,24 @@ def test_runs_from_several_paths_pool_over_seeds_into_arms_named_by_what_varies(
 def test_the_kl_matched_and_final_tables_hold_the_hand_worked_numbers(runs, tmp_path):
     written, tables = compare([runs / "online", runs / "elsewhere"], tmp_path / "out")
     assert {p.name for p in written} == {"win_rate_vs_kl.png", "win_rate_vs_kl.pdf", "kl_matched.png",
-                                         "kl_matched.pdf", "kl_matched.csv", "kl_matched.md", "final.csv", "final.md"}
+                                         "kl_matched.pdf", "kl_matched.csv", "kl_matched.md", "final.csv", "final.md",
+                                         "environment.csv", "environment.md"}  # these runs record no environment
+    assert tables["environment"]["note"].tolist() == [
+        "provenance missing: 4 of 4 runs record no environment in config.yaml (package versions, CPU capability, "
+        "device and threads unknown)"]
     final = tables["final"]
     # final win rates: online (0.9 + 0.95) / 2, offline (0.6 + 0.7) / 2; the final KL is 4 for every run
-    assert final.loc["sync every=1", "eval/win_rate"] == pytest.approx(0.925)
-    assert final.loc["sync every=inf", "eval/win_rate"] == pytest.approx(0.65)
-    assert final.loc["sync every=inf", "eval/gold_reward"] == pytest.approx(0.325)
+    assert final.loc["sync_every=1", "eval/win_rate"] == pytest.approx(0.925)
+    assert final.loc["sync_every=inf", "eval/win_rate"] == pytest.approx(0.65)
+    assert final.loc["sync_every=inf", "eval/gold_reward"] == pytest.approx(0.325)
     assert list(final["n seeds"]) == [2, 2]
     matched = tables["kl_matched"]
     # KL budgets are log-spaced over the positive KLs [1, 4]: at 1 nat the best under budget is (0.7+0.6)/2 online,
     # (0.6+0.5)/2 offline; at 4 nats the running best is (0.9+0.95)/2 and (0.65+0.7)/2
     first, last = matched.iloc[0], matched.iloc[-1]
     assert matched.index[0] == "1" and matched.index[-1] == "4"
-    assert first["sync every=1"].startswith("0.650") and first["sync every=inf"].startswith("0.550")
-    assert last["sync every=1"].startswith("0.925") and last["sync every=inf"].startswith("0.675")
+    assert first["sync_every=1"].startswith("0.650") and first["sync_every=inf"].startswith("0.550")
+    assert last["sync_every=1"].startswith("0.925") and last["sync_every=inf"].startswith("0.675")
 
 
 def test_bad_input_is_a_clear_error(runs, tmp_path):
@@ -84,7 +88,7 @@ def test_the_cli_prints_the_tables_and_fails_in_one_line(runs, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "gapstudy.cli", "compare", str(runs), f"out={tmp_path / 'cli'}"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "| sync every=1 | 0.925 | 4.000 | 0.463 | 2 |" in ok.stdout
+    assert "| sync_every=1 | 0.925 | 4.000 | 0.463 | 2 |" in ok.stdout
     assert (tmp_path / "cli" / "win_rate_vs_kl.png").exists()
     bad = subprocess.run([sys.executable, "-m", "gapstudy.cli", "compare", str(runs), "by=lr"],
                          capture_output=True, text=True, timeout=120)
@@ -98,3 +102,43 @@ def test_registry_runs_keep_their_arms(tmp_path):
     fake_suite(tmp_path, "data_coverage", seeds=(0, 1))
     df = group_arms(load_paths([tmp_path]))
     assert set(df["arm"]) == set(SUITE_ARMS["data_coverage"])
+
+
+ENV = {"packages": {"torch": "2.5.1", "transformers": "4.46.0"}, "python": "3.11.9", "cpu_capability": "AVX512",
+       "device": "cpu", "threads": 2}
+
+
+def _record_environment(run_dir, environment):
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["environment"] = environment
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_runs_from_different_environments_are_warned_about_and_never_name_an_arm(runs, tmp_path, capsys):
+    """One offline run made with 4 threads under AVX2 and another torch, one online run without any record: one
+    line for the missing provenance, one per differing field, on stderr and as the environment table."""
+    run_dirs = sorted(p.parent for p in runs.rglob("config.yaml"))
+    for run_dir in run_dirs[1:]:
+        _record_environment(run_dir, ENV)
+    _record_environment(run_dirs[-1], {**ENV, "threads": 4, "packages": {"torch": "2.6.0", "transformers": "4.46.0"}})
+    df = load_paths([runs])
+    assert varying_keys(df) == ["sync_every"] and not any(c.startswith("environment") for c in df.columns)
+    written, tables = compare([runs], tmp_path / "out")
+    notes = ["provenance missing: 1 of 4 runs record no environment in config.yaml (package versions, CPU "
+             "capability, device and threads unknown)",
+             "runs made under different environments: environment.packages.torch = 2.5.1 (2 runs), 2.6.0 (1 run)",
+             "runs made under different environments: environment.threads = 2 (2 runs), 4 (1 run)"]
+    assert [line for line in capsys.readouterr().err.splitlines() if "warning" in line] == [
+        f"gapstudy: warning: {note}" for note in notes]
+    assert tables["environment"]["note"].tolist() == notes
+    assert sorted(tables["final"].index) == ["sync_every=1", "sync_every=inf"]  # arms named without environment.*
+    assert (tmp_path / "out" / "environment.md").read_text().startswith("| note |")
+
+
+def test_runs_of_one_recorded_environment_give_no_warning(runs, tmp_path, capsys):
+    for config in runs.rglob("config.yaml"):
+        _record_environment(config.parent, ENV)
+    written, tables = compare([runs], tmp_path / "out")
+    assert "warning" not in capsys.readouterr().err and "environment" not in tables

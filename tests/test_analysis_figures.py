@@ -6,15 +6,17 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.collections
 import pandas as pd
 import pytest
+import yaml
 from matplotlib.figure import Figure
 
 from analysis import figures
 from analysis.figures import SUITE_FIGURES, SUITE_TABLES, named, regenerate
 from analysis.load import load_runs
-from analysis.style import SUITE_ARMS, arm_color, save
-from analysis.synthetic import fake_suite
+from analysis.style import SUITE_ARMS, arm_color, arm_label, save
+from analysis.synthetic import fake_suite, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,9 +82,15 @@ def test_win_rate_vs_kl_axes_and_frontier_lines(tmp_path):
 
 def test_sync_period_table_layout(tmp_path):
     fake_suite(tmp_path, "sync_period", seeds=(0,), steps=40, eval_every=10, train_every=5)
-    table = figures.sync_period_table(load_runs(tmp_path))
+    df = load_runs(tmp_path)
+    table = figures.sync_period_table(df)
     assert table.index.tolist()[:2] == ["seed", "offline (s=∞)"] and table.index[-1] == "GRPO"
-    assert table.loc["seed", "math accuracy"] == pytest.approx(0.34, abs=0.02)
+    # the seed row is the step-0 evaluation of the math runs (the policy before training), not any run's last one
+    math_runs = df[df["arm"].str.startswith("math_")]
+    start = math_runs[math_runs["step"] == 0].groupby("seed")["eval/math/accuracy"].mean().mean()
+    assert table.loc["seed", "math accuracy"] == pytest.approx(start)
+    offline = figures.final_points(df[df["arm"] == "math_sinf"])["eval/math/accuracy"].mean()
+    assert table.loc["offline (s=∞)", "math accuracy"] == pytest.approx(offline) and offline != pytest.approx(start)
     assert table.loc["online (s=1)", "math accuracy"] > table.loc["offline (s=∞)", "math accuracy"]
     assert pd.isna(table.loc["s=5", "math accuracy"]) and table.loc["s=5", "chat seeds"] == 1
     # every run is evaluated on both prompt families: the math curves use the math prompts' keys
@@ -122,3 +130,146 @@ def test_importing_analysis_never_imports_torch():
             "assert not any(m == 'gapstudy' or m.startswith('gapstudy.') for m in sys.modules), 'gapstudy imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------ labels, ticks, bands (issue 10's trial)
+def _adhoc_runs(root, kls, seeds=(0,), name="algo-dpo__sync_every-1__world-token_bandit"):
+    """Runs made outside the registry (like the demo's): one per seed, evaluated at the KLs `kls`."""
+    for seed in seeds:
+        records = [{"step": 10 * i, "eval/kl": kl, "eval/win_rate": 0.5 + 0.1 * i} for i, kl in enumerate(kls)]
+        write_run(root / f"{name}__seed-{seed}", {"seed": seed, "run_name": f"{name}__seed-{seed}", "sync_every": 1},
+                  records)
+    return load_runs(root)
+
+
+def _labelled_x_ticks(ax) -> list[str]:
+    low, high = ax.get_xlim()
+    return [t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+
+
+def test_arm_labels_keep_the_underscores_of_config_names(tmp_path):
+    assert arm_label("sync_every=1") == "sync_every=1"
+    assert arm_label("algo-dpo__world-token_bandit") == "algo-dpo, world-token_bandit"
+    assert arm_label("offline_ipo_golden") == "offline IPO, D_golden"  # registry arms keep their labels
+    fig = figures.win_rate_vs_kl(_adhoc_runs(tmp_path, [14.0, 20.0, 35.0, 55.0]))
+    legend = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert legend == ["algo-dpo, sync_every-1, world-token_bandit"]
+
+
+@pytest.mark.parametrize("kls", [[14.0, 20.0, 35.0, 55.0], [2.1, 2.3, 2.6], [0.2, 1.0, 8.0], [2.0, 30.0, 150.0],
+                                 [0.01, 1.0, 300.0]])
+def test_the_log_kl_axis_has_at_least_four_labelled_ticks(tmp_path, kls):
+    """The demo's KL range (14 to 55 nats) showed only 20 and 50."""
+    df = _adhoc_runs(tmp_path, kls, seeds=(0, 1))
+    for fig in (figures.win_rate_vs_kl(df), figures.kl_matched_figure(df)):
+        _render(fig)
+        labels = _labelled_x_ticks(fig.axes[0])
+        assert len(labels) >= figures.MIN_LOG_TICKS, labels
+        assert len(set(labels)) == len(labels)  # no two ticks print the same number
+    low, high = fig_limits = figures.win_rate_vs_kl(df).axes[0].get_xlim()
+    assert low <= min(kls) and max(kls) <= high, fig_limits  # the ticks never hide a checkpoint
+
+
+def _legend_titles(fig) -> list[str]:
+    return [legend.get_title().get_text() for legend in fig.legends]
+
+
+def _bands(fig) -> int:
+    return sum(isinstance(c, matplotlib.collections.PolyCollection) for ax in fig.axes for c in ax.collections)
+
+
+@pytest.mark.parametrize("suite, draw", [("kl_budget", lambda df: figures.curves_vs_step(df, metrics=("eval/kl",))),
+                                         ("bandit", figures.bandit_curves), ("toy8x8", figures.toy_masses)])
+def test_a_legend_promises_bands_only_when_two_seeds_draw_them(tmp_path, suite, draw):
+    one = tmp_path / "one"
+    fake_suite(one, suite, seeds=(0,), steps=40, eval_every=10, train_every=5)
+    fig = draw(load_runs(one))
+    assert _bands(fig) == 0 and _legend_titles(fig) == ["arm (one seed: no band)"]
+    two = tmp_path / "two"
+    fake_suite(two, suite, seeds=(0, 1), steps=40, eval_every=10, train_every=5)
+    fig = draw(load_runs(two))
+    assert _bands(fig) > 0 and _legend_titles(fig) == ["arm (band = ±1 s.e. over seeds)"]
+
+
+def test_the_kl_matched_title_names_a_band_only_with_two_seeds(tmp_path):
+    one = figures.kl_matched_figure(_adhoc_runs(tmp_path / "one", [1.0, 2.0, 4.0]))
+    assert one.axes[0].get_title() == "KL-matched comparison" and _bands(one) == 0
+    two = figures.kl_matched_figure(_adhoc_runs(tmp_path / "two", [1.0, 2.0, 4.0], seeds=(0, 1)))
+    assert two.axes[0].get_title() == "KL-matched comparison (band: 95% CI over seeds)" and _bands(two) > 0
+
+
+# ------------------------------------------------------------------ the scorecard says where it comes from
+def test_the_scorecard_names_the_root_and_profile_it_was_decided_from(tmp_path):
+    fake_suite(tmp_path, "best_of_2", seeds=(0, 1), steps=20, eval_every=10, train_every=5)
+    for config in tmp_path.glob("best_of_2/*/config.yaml"):
+        config.write_text(config.read_text() + "profile: quick\n")
+    regenerate(tmp_path, profile="quick")
+    text = (tmp_path / "SCORECARD.md").read_text()
+    assert f"decided from the 10 runs of the quick profile (and runs made outside a profile) under `{tmp_path.as_posix()}`" in text
+    assert "committed" not in text and "full-profile" not in text
+    assert regenerate(tmp_path, profile="full") == []  # no full-profile runs there: nothing is decided from them
+
+
+# ------------------------------------------------------------------ environments and determinism
+ENV = {"packages": {"torch": "2.5.1", "numpy": "2.1.0"}, "python": "3.11.9", "cpu_capability": "AVX512",
+       "device": "cpu", "threads": 2}
+
+
+def _set_environment(run_dir: Path, environment) -> None:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["environment"] = environment
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("gapstudy: warning:")]
+
+
+def test_regenerate_warns_once_per_differing_environment_field_and_notes_it_in_the_reports(tmp_path, capsys):
+    runs = fake_suite(tmp_path, "best_of_2", seeds=(0, 1), steps=20, eval_every=10, train_every=5, environment=ENV)
+    _set_environment(runs[0], {**ENV, "cpu_capability": "AVX2", "packages": {**ENV["packages"], "torch": "2.6.0"}})
+    regenerate(tmp_path)
+    lines = _warnings(capsys.readouterr().err)
+    assert lines == [
+        "gapstudy: warning: runs made under different environments: environment.packages.torch = 2.5.1 (9 runs), "
+        "2.6.0 (1 run)",
+        "gapstudy: warning: runs made under different environments: environment.cpu_capability = AVX2 (1 run), "
+        "AVX512 (9 runs)"]
+    for text in ((tmp_path / "best_of_2" / "REPORT.md").read_text(), (tmp_path / "SCORECARD.md").read_text()):
+        assert "- runs made under different environments: environment.cpu_capability = AVX2 (1 run), AVX512 (9 runs)" in text
+    assert "environment" not in "".join(load_runs(tmp_path).columns)  # never a config column
+
+
+def test_regenerate_names_one_shared_environment_and_warns_once_when_none_is_recorded(tmp_path, capsys):
+    fake_suite(tmp_path / "same", "curriculum", seeds=(0,), steps=20, eval_every=10, train_every=5, environment=ENV)
+    regenerate(tmp_path / "same")
+    assert _warnings(capsys.readouterr().err) == []
+    assert ("- all 5 runs record one environment: python 3.11.9, cpu_capability AVX512, device cpu, threads 2; "
+            "packages: torch 2.5.1, numpy 2.1.0") in (tmp_path / "same" / "curriculum" / "REPORT.md").read_text()
+    fake_suite(tmp_path / "none", "curriculum", seeds=(0,), steps=20, eval_every=10, train_every=5)
+    assert regenerate(tmp_path / "none")
+    assert _warnings(capsys.readouterr().err) == [
+        "gapstudy: warning: provenance missing: 5 of 5 runs record no environment in config.yaml (package versions, "
+        "CPU capability, device and threads unknown)"]
+
+
+def test_regenerate_rewrites_every_file_byte_for_byte(tmp_path, monkeypatch):
+    """Re-running `gapstudy figures` on unchanged runs leaves git status clean: no timestamp (a PDF's CreationDate
+    follows SOURCE_DATE_EPOCH, set differently for the two passes), no version string, no ordering noise."""
+    fake_suite(tmp_path, "kl_budget", seeds=(0, 1), steps=40, eval_every=10, train_every=5)
+    fake_suite(tmp_path, "toy8x8", seeds=(0, 1), steps=40, eval_every=10, train_every=5)
+    _adhoc_runs(tmp_path / "demo", [14.0, 20.0, 35.0, 55.0])
+
+    def snapshot():
+        return {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in sorted(tmp_path.rglob("*"))
+                if p.is_file() and p.suffix in (".png", ".pdf", ".md", ".csv")}
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
+    regenerate(tmp_path, profile=None)
+    first = snapshot()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    regenerate(tmp_path, profile=None)
+    second = snapshot()
+    assert sorted(first) == sorted(second) and {"figures/demo/win_rate_vs_kl.pdf", "SCORECARD.md"} <= set(first)
+    assert [name for name in first if first[name] != second[name]] == []
+    assert not any(b"Matplotlib v" in data or b"matplotlib version" in data.lower() for data in first.values())
