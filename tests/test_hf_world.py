@@ -235,8 +235,11 @@ def test_every_algorithm_and_regime_runs_end_to_end(assets, tmp_path, algo, sync
     overrides = gsm8k_overrides(assets, f"algo={algo}", f"sync_every={sync}", "steps=2", "batch_size=4")
     run_dir, final, records = train_run(tmp_path, overrides, fast=FAST)
     losses = series(records, "train/loss")
-    assert losses and all(math.isfinite(x) for x in losses)
-    assert 0.0 <= final["eval/accuracy"] <= 1.0 and math.isfinite(final["eval/kl"])
+    assert len(losses) == 2 and [type(x) for x in losses] == [float] * 2, losses  # NaN is logged as null
+    assert [math.isfinite(x) for x in losses] == [True] * 2, losses
+    # the gsm8k verifier's gold is 0 or 1 on every prompt: accuracy is the gold reward's mean, not just any fraction
+    assert final["eval/accuracy"] == pytest.approx(final["eval/gold_reward"], abs=1e-6)
+    assert math.isfinite(final["eval/kl"])  # (2 steps at the default lr move this policy by ~1e-8 nats: no more)
     assert (run_dir / "final.json").exists()
 
 
@@ -281,7 +284,7 @@ def test_proxy_labeller_trains_a_reward_model_from_a_stock_classification_head(a
                                 "world.prompts.answer_field=null", "labeller=proxy", "proxy.pairs=16",
                                 "proxy.epochs=1", "proxy.batch_size=8", "steps=2", "batch_size=2")
     _, final, records = train_run(tmp_path, overrides, fast=FAST)
-    assert all(math.isfinite(x) for x in series(records, "train/loss"))
+    assert [math.isfinite(x) for x in series(records, "train/loss")] == [True] * 2  # both steps trained
     assert math.isfinite(final["eval/proxy_reward"])
 
 

@@ -114,7 +114,8 @@ def test_every_algorithm_learns_on_the_bandit(results):
         _, final, records = train_run(results, [f"algo={algo}", "reward=R2", "steps=50", "eval.every=0", "lr=0.001"])
         start = series(records, "eval/gold_reward")[0]
         assert final["eval/gold_reward"] > start + 0.02, algo
-        assert all(math.isfinite(v) for v in series(records, "train/loss")), algo
+        trained = [r for r in records if r.get("train/examples", 0) > 0]  # a step of only ties logs no loss
+        assert len(trained) > 40 and [math.isfinite(r["train/loss"]) for r in trained] == [True] * len(trained), algo
     assert torch.get_num_threads() == 1
 
 
@@ -139,7 +140,8 @@ def test_bf16_precision_trains_float32_master_weights_under_autocast(results):
     kl = series(records, "eval/kl")
     assert 0 < kl[0] < 1e-3 and kl[-1] > 0.5  # rounding at step 0, then a real move
     assert final["eval/kl"] == pytest.approx(final32["eval/kl"], rel=0.2)
-    assert all(math.isfinite(x) for x in series(records, "train/loss"))
+    trained = [r for r in records if r.get("train/examples", 0) > 0]
+    assert len(trained) > 4 and [math.isfinite(r["train/loss"]) for r in trained] == [True] * len(trained)
     from transformers import AutoModelForCausalLM
 
     saved = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoint")

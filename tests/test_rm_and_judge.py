@@ -158,10 +158,14 @@ def test_a_trained_rm_labels_a_run_through_proxy_path_without_training_another(a
         raise AssertionError("proxy.path is set: no proxy may be trained")
 
     monkeypatch.setattr(rewards, "train_proxy", no_training)
-    overrides = gsm8k_overrides(assets, "labeller=proxy", f"proxy.path={out}", "steps=2", "batch_size=2")
+    # a gold reward model, not the 0/1 verifier: on verifier tasks the pair builder applies correct-vs-incorrect at
+    # 0.5 to the proxy's scores too and skipped every prompt here, so no step trained (the old all() hid it)
+    overrides = gsm8k_overrides(assets, "world.reward.kind=model", f"world.reward.model={assets['rm']}",
+                                "world.prompts.answer_field=null", "labeller=proxy", f"proxy.path={out}", "steps=2",
+                                "batch_size=2")
     run_dir, final, records = train_run(tmp_path, overrides, fast=FAST)
     assert (run_dir / "final.json").exists() and math.isfinite(final["eval/proxy_reward"])
-    assert all(math.isfinite(x) for x in series(records, "train/loss"))
+    assert [math.isfinite(x) for x in series(records, "train/loss")] == [True] * 2  # both steps trained
     assert not list((tmp_path / ".cache").glob("proxy_*"))
     # the labeller the run used scores like the trained model: the marker wins on an unseen templated prompt
     from gapstudy.worlds import build_world
