@@ -1002,8 +1002,10 @@ def report(df: pd.DataFrame, suite: str, figures: Sequence[str] | None = None,
 
 
 def _source(df: pd.DataFrame, root, profile: str | None) -> str:
-    """Which runs the verdicts come from, in words: how many, of which profile, under which results root."""
-    n_runs = df["run_dir"].nunique() if not df.empty else 0
+    """Which runs the verdicts come from, in words: how many (of the suites that decide a claim: the demo's runs
+    decide none), of which profile, under which results root."""
+    deciding = {claim.suite for claim in CLAIMS if claim.suite is not None}
+    n_runs = df.loc[df["suite"].isin(deciding), "run_dir"].nunique() if not df.empty else 0
     runs = f"{n_runs} run{'s' if n_runs != 1 else ''}"
     which = (f"{runs} of the {profile} profile (and runs made outside a profile)" if profile is not None
              else f"{runs} of every profile")

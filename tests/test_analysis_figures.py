@@ -203,11 +203,13 @@ def test_the_scorecard_names_the_root_and_profile_it_was_decided_from(tmp_path):
     fake_suite(tmp_path, "best_of_2", seeds=(0, 1), steps=20, eval_every=10, train_every=5)
     for config in tmp_path.glob("best_of_2/*/config.yaml"):
         config.write_text(config.read_text() + "profile: quick\n")
+    _adhoc_runs(tmp_path / "demo", [1.0, 2.0])  # decides no claim: not counted
     regenerate(tmp_path, profile="quick")
     text = (tmp_path / "SCORECARD.md").read_text()
     assert f"decided from the 10 runs of the quick profile (and runs made outside a profile) under `{tmp_path.as_posix()}`" in text
     assert "committed" not in text and "full-profile" not in text
-    assert regenerate(tmp_path, profile="full") == []  # no full-profile runs there: nothing is decided from them
+    regenerate(tmp_path, profile="full")  # no full-profile runs there: only the demo's, which decide nothing
+    assert "decided from the 0 runs of the full profile" in (tmp_path / "SCORECARD.md").read_text()
 
 
 # ------------------------------------------------------------------ environments and determinism
