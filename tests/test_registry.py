@@ -91,36 +91,106 @@ def test_a_failing_arm_is_reported_and_only_its_dependents_are_skipped(tmp_path)
     assert by_arm["good"] == "done"
 
 
-def test_a_suite_killed_midway_completes_only_what_was_missing(tmp_path):
-    root = tmp_path / "results"
-    args = [sys.executable, "-m", "gapstudy.cli", "run", "suite=bandit", "profile=quick",
-            "arm=dpo_onpolicy_R1,dpo_offline_R1", "steps=40", "eval.every=10", "eval.prompts=8",
-            "checkpoint_every=5", "world.pretrain_steps=60", f"paths.results={root}"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    suite_dir = root / "bandit"
-    first = second = None
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill once the first run is complete and the second has a checkpoint
-        runs = sorted(suite_dir.glob("dpo_*"))
-        first = next((r for r in runs if r.name.startswith("dpo_onpolicy") and (r / "final.json").exists()), None)
-        second = next((r for r in runs if r.name.startswith("dpo_offline") and (r / "state.pt").exists()), None)
-        if first and second:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first and second, "the suite did not get far enough to be interrupted"
-    assert not (second / "final.json").exists()
-    first_metrics = (first / "metrics.jsonl").stat().st_mtime_ns
+KILLED_ARMS = ["dpo_onpolicy_R1", "dpo_offline_R1", "ipo_onpolicy_R1"]  # with jobs=2 the third waits for a worker
+KILLED = ["steps=30", "eval.every=10", "eval.prompts=8", "checkpoint_every=3", "world.pretrain_steps=60"]
 
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "2/2 runs complete" in done.stdout
+
+def _process(pid: int) -> tuple[int, str, int, str] | None:
+    """(ppid, state, start time, command line) of a live process from /proc, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ..., starttime (22nd field)
+    return int(fields[1]), fields[0], int(fields[19]), cmdline
+
+
+def _children(pid: int) -> dict[int, tuple[int, str]]:
+    """pid -> (start time, command line) of every live child of `pid` (the pool's workers, its resource tracker)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (info := _process(int(entry.name))) and info[0] == pid and info[1] not in "ZX":
+            out[int(entry.name)] = (info[2], info[3])
+    return out
+
+
+def _survivors(children: dict[int, tuple[int, str]]) -> dict[int, str]:
+    """Those of `children` still running (a zombie has exited; a pid with another start time is another process)."""
+    out = {}
+    for pid, (started, cmdline) in children.items():
+        info = _process(pid)
+        if info and info[1] not in "ZX" and info[2] == started:
+            out[pid] = cmdline
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the pool's workers in /proc (Linux)")
+def test_a_jobs_2_suite_killed_at_random_moments_leaves_no_worker_and_ends_as_if_never_killed(tmp_path):
+    """SIGKILL the suite's process only (not its group: its workers must die with it on their own) at seeded
+    moments chosen by observed progress -- as soon as its workers exist (before any state.pt), then after a
+    random number of training steps (with state.pt on disk) -- check by pid that none of its children outlives it, re-run
+    until complete, and compare every run with an uninterrupted one: identical metrics, step by step."""
+    import random
+
+    root = tmp_path / "results"
+    args = [sys.executable, "-m", "gapstudy.cli", "run", "suite=bandit", "profile=quick", "jobs=2",
+            f"arm={','.join(KILLED_ARMS)}", *KILLED, f"paths.results={root}"]
+    suite_dir = root / "bandit"
+    rng = random.Random(10)
+    progress = lambda: sum(f.read_text().count('"train/loss"') for f in suite_dir.glob("*/metrics.jsonl"))
+    recorded: dict[int, tuple[int, str]] = {}  # every child seen, to clean up after a failure
+    moments = []
+    try:
+        for cycle in range(2):  # each cycle costs a start of the suite and its workers (~20 s on 2 cores)
+            stderr = tmp_path / f"stderr-{cycle}"
+            with open(stderr, "w") as err:
+                proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            target = None if cycle == 0 else progress() + rng.randint(1, 25)
+            children: dict[int, tuple[int, str]] = {}
+            while proc.poll() is None:
+                children = _children(proc.pid)
+                recorded.update(children)
+                workers = [pid for pid, (_, cmd) in children.items() if "spawn_main" in cmd]
+                if workers and (target is None or progress() >= target):
+                    states = sum(1 for _ in suite_dir.glob("*/state.pt"))
+                    os.kill(proc.pid, signal.SIGKILL)  # the parent alone: no handler runs, the pool is not shut down
+                    moments.append((progress(), len(workers), states))
+                    break
+                time.sleep(0.02)
+            proc.wait()
+            assert len(moments) == cycle + 1, f"finished before kill {cycle + 1}: {stderr.read_text()[-2000:]}"
+            deadline = time.time() + 60  # a grace period to wait in, never a measured duration
+            while _survivors(children) and time.time() < deadline:
+                time.sleep(0.05)
+            assert not _survivors(children), f"orphans after kill {cycle + 1} at {moments[-1]}: {_survivors(children)}"
+        assert any(states for _, _, states in moments) and len({m[0] for m in moments}) == len(moments), moments
+
+        finished = {r.name: (r / "metrics.jsonl").stat().st_mtime_ns for r in suite_dir.glob("*") if
+                    (r / "final.json").exists()}
+        done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    finally:
+        for pid in _survivors(recorded):  # only the children this test saw, if a broken runner left them
+            os.kill(pid, signal.SIGKILL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3/3 runs complete" in done.stdout
     timing = json.loads((suite_dir / "timing-quick.json").read_text())
-    assert [r["status"] for r in timing["runs"]] == ["complete", "done"]
-    assert (first / "metrics.jsonl").stat().st_mtime_ns == first_metrics  # the finished run was not touched
-    steps = [r["step"] for r in read(second) if "train/loss" in r]
-    assert steps == list(range(40))  # resumed from its checkpoint: every step exactly once
+    assert {r["run"]: r["status"] for r in timing["runs"]} == \
+        {r["run"]: "complete" if r["run"] in finished else "done" for r in timing["runs"]}
+    for name, mtime in finished.items():  # a run finished before a kill is not touched again
+        assert (suite_dir / name / "metrics.jsonl").stat().st_mtime_ns == mtime
+    assert not list(suite_dir.glob("*/state.pt")) and not list(suite_dir.glob("*/.lock"))
+
+    reference = tmp_path / "uninterrupted"
+    status = run_suite(SUITES["bandit"], "quick", None, KILLED_ARMS, KILLED, None, 1, reference, log=lambda line: None)
+    assert set(status.values()) == {"done"}
+    clean = lambda records: [{k: v for k, v in r.items() if k != "time/seconds"} for r in records]
+    for job in plan(SUITES["bandit"], "quick", None, KILLED_ARMS, KILLED, None, reference):
+        killed = suite_dir / job.name
+        assert json.loads((killed / "final.json").read_text()) == json.loads((job.run_dir / "final.json").read_text())
+        records = clean(read(killed))
+        assert records == clean(read(job.run_dir)), job.name  # every step exactly once, with the same numbers
+        assert [r["step"] for r in records if "train/loss" in r] == list(range(30))
 
 
 def test_figures_command_draws_a_suite_and_rejects_bad_input(tmp_path, capsys):
