@@ -236,6 +236,30 @@ def test_ctrl_c_during_a_run_is_one_line_naming_the_step_and_status_130(root, ca
     assert (run_dir / "final.json").exists()
 
 
+def test_a_real_sigint_to_the_console_script_is_one_line_and_status_130(root):
+    """Ctrl-C as a terminal sends it: SIGINT to the running `gapstudy run`, once it has written a checkpoint."""
+    import signal
+    import time
+
+    results = _fresh_root(root, "sigint")
+    proc = subprocess.Popen([str(CONSOLE), "run", f"paths.results={results}", *FAST, "steps=100000", "eval.every=0",
+                             "checkpoint_every=5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240  # generous: only waiting, never a measured threshold
+        while not list(results.glob("*/state.pt")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gapstudy: error: interrupted at step "), err
+    assert "re-run the same command to resume from step " in lines[0] and "Traceback" not in err
+
+
 # ------------------------------------------------------------------ resume never loses valid records or progress
 RESUME = ["steps=8", "eval.every=2", "checkpoint_every=2"]
 
