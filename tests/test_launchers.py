@@ -200,7 +200,10 @@ def _gapstudy_on_ray(args: list[str], head: RayHead, timeout: int) -> subprocess
             time.sleep(0.5)
         run.wait()
         reader.join(timeout=30)
-    problem = problem or head.failure()  # a run that failed because its head went away says so
+    settle = time.monotonic() + 30  # a run that failed because its head went away says so, once the head has gone
+    while problem is None and run.returncode != 0 and head.failure() is None and time.monotonic() < settle:
+        time.sleep(0.5)  # the client can notice a dying head (its raylet's socket closes) before the head has exited
+    problem = problem or head.failure()
     text = "".join(output)
     assert problem is None, f"{problem}\n--- gapstudy output ---\n{text[-3000:]}"
     assert run.returncode == 0, text[-3000:]
