@@ -21,6 +21,7 @@ from pathlib import Path
 
 from experiments import PLACEHOLDER, PROFILES, SUITES, Suite
 from gapstudy.config import run_name, shorten
+from gapstudy.errors import first_line
 
 RUNNER_KEYS = ("suite", "profile", "seeds", "jobs", "arm", "executor", "address")  # the runner's, not a run's
 EXECUTORS = ("process", "submitit_local", "submitit_slurm", "ray")
@@ -350,12 +351,7 @@ def _outcome(error: BaseException) -> str:
     that one is gone picks it up), else "failed: ..."."""
     from gapstudy.runs import RunBusy
 
-    return f"busy: {error}" if isinstance(error, RunBusy) else f"failed: {_describe(error)}"
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+    return f"busy: {error}" if isinstance(error, RunBusy) else f"failed: {first_line(error, 300)}"
 
 
 def _write_timing(root: Path, suite: Suite, profile: str, planned, status, seconds, wall: float) -> None:

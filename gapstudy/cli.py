@@ -39,9 +39,9 @@ def _fail(message: str) -> None:
 
 def _guarded(fn):
     """Known user errors become one line and exit 2; anything else is a real bug and keeps its traceback."""
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
     from experiments.runner import SuiteError
-    from gapstudy.sources import DataError, RewardError
+    from gapstudy.errors import DataError, RewardError
 
     def wrapper(*args, **kwargs):
         try:
@@ -218,7 +218,7 @@ def cmd_demo(argv: list[str]) -> None:
     import time
     from concurrent.futures import ProcessPoolExecutor
 
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
 
     opts, overrides = {"seeds": DEMO_SEEDS, "jobs": "1"}, []
     for item in argv:

@@ -12,15 +12,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gapstudy.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # run-name exclusions: settings that change where or how a run is written, not what it computes
 NOT_IN_NAME = ("paths.", "logger", "progress", "threads", "device", "save_", "checkpoint_every", "suite", "arm",
                "seed", "hydra", "profile", "jobs", "seeds", "vllm.", "parallel")
-
-
-class ConfigError(ValueError):
-    """A bad setting; the CLI prints the message alone and exits with status 2."""
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -22,7 +22,7 @@ class Evaluator:
     def __init__(self, cfg, world, anchor, baseline, proxy=None, device="cpu"):
         keep = cfg.eval.get("tasks")  # null = every family of the world
         if keep is not None and set(keep) - set(world.tasks):
-            from gapstudy.config import ConfigError
+            from gapstudy.errors import ConfigError
 
             raise ConfigError(f"eval.tasks: {', '.join(sorted(set(keep) - set(world.tasks)))} not among this world's "
                               f"prompt families; valid: {', '.join(world.tasks)}")

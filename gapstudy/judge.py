@@ -44,6 +44,8 @@ import re
 
 import torch
 
+from gapstudy.errors import ConfigError, first_line
+
 TEMPLATE = (
     "Which of the two responses below answers the user's prompt better? Judge helpfulness, correctness and "
     "clarity; ignore which response comes first and how long it is.\n\n"
@@ -56,19 +58,13 @@ PLACEHOLDERS = ("prompt", "response_a", "response_b")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
-def _error(message: str):
-    from gapstudy.config import ConfigError
-
-    return ConfigError(message)
-
-
 def check_template(template) -> None:
     if not isinstance(template, str) or not template.strip():
-        raise _error(f"judge.template={template!r} is invalid; valid: a string with {{prompt}}, {{response_a}} and "
+        raise ConfigError(f"judge.template={template!r} is invalid; valid: a string with {{prompt}}, {{response_a}} and "
                      "{response_b}")
     missing = [f"{{{p}}}" for p in PLACEHOLDERS if f"{{{p}}}" not in template]
     if missing:
-        raise _error(f"judge.template lacks {', '.join(missing)}; valid: a string with {{prompt}}, {{response_a}} "
+        raise ConfigError(f"judge.template lacks {', '.join(missing)}; valid: a string with {{prompt}}, {{response_a}} "
                      "and {response_b}")
 
 
@@ -113,10 +109,10 @@ class PairwiseJudge:
         self.use_template = bool(getattr(tokenizer, "chat_template", None))
         tokens = list(tokens)
         if len(tokens) != 2 or not all(isinstance(t, str) and t for t in tokens):
-            raise _error(f"judge.tokens={tokens!r} is invalid; valid: two verdict strings, e.g. [A, B]")
+            raise ConfigError(f"judge.tokens={tokens!r} is invalid; valid: two verdict strings, e.g. [A, B]")
         ids = [tokenizer.encode(t, add_special_tokens=False) for t in tokens]
         if not all(ids) or ids[0][0] == ids[1][0]:
-            raise _error(f"judge.tokens={tokens!r}: their first tokens must differ under the judge's tokenizer "
+            raise ConfigError(f"judge.tokens={tokens!r}: their first tokens must differ under the judge's tokenizer "
                          f"(got ids {[i[:1] for i in ids]})")
         self.verdict_ids = (ids[0][0], ids[1][0])
         config = getattr(model, "config", None)
@@ -136,9 +132,7 @@ class PairwiseJudge:
         try:
             model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
         except Exception as e:
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise _error(f"judge.model={path!r} could not be loaded as a causal LM: {type(e).__name__}: "
-                         f"{first}") from None
+            raise ConfigError(f"judge.model={path!r} could not be loaded as a causal LM: {first_line(e)}") from None
         for p in model.parameters():
             p.requires_grad_(False)
         try:

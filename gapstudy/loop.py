@@ -6,8 +6,6 @@ run is online or offline.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import math
 import time
@@ -24,49 +22,13 @@ from gapstudy.logprobs import token_logps
 from gapstudy.metrics import JsonlLogger, WandbLogger, truncate_metrics
 from gapstudy.rewards import make_labeller
 from gapstudy.sources import SOURCES, PairLogWriter, collate
+from gapstudy.runtime import disable_dropout, frozen, load_policy, precision, resolve_device
 from gapstudy.worlds import build_world
 
 
 def due(step: int, every) -> bool:
     """True every `every` steps; never for inf or 0."""
     return not (every == 0 or math.isinf(every)) and step % int(every) == 0
-
-
-def load_policy(path, device):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path).to(device)
-
-
-def disable_dropout(model) -> None:
-    """Dropout off, as TRL's preference trainers do by default: the policy's log-probs in the loss then match the
-    sampler's and the reference's (both evaluated without dropout), and runs replay exactly."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    for key in ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
-        if isinstance(getattr(model.config, key, None), float):
-            setattr(model.config, key, 0.0)  # a saved checkpoint keeps it off
-
-
-def frozen(model, dtype=None):
-    """A no-grad copy (in `dtype` when given: frozen models are kept in bf16 under precision=bf16)."""
-    model = copy.deepcopy(model).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model if dtype is None else model.to(dtype)
-
-
-def precision(cfg, device) -> tuple[torch.dtype | None, contextlib.AbstractContextManager]:
-    """(dtype of frozen models, autocast context) for cfg.precision. bf16: the trained policy keeps float32 master
-    weights and runs its forward passes under bf16 autocast (as TRL's bf16=True); the reference, anchor, baseline and
-    sampler copies are stored in bf16. auto = bf16 on a CUDA device that supports it, float32 elsewhere."""
-    name = cfg.get("precision", "auto")
-    if name == "auto":
-        name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if name == "fp32":
-        return None, contextlib.nullcontext()
-    return torch.bfloat16, torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _policy_path(value: str, world) -> str:
@@ -132,14 +94,6 @@ def make_logger(cfg, run_dir: Path):
         return WandbLogger(run_dir, cfg.get("run_name") or run_dir.name,
                            OmegaConf.to_container(cfg, resolve=True), cfg.logger.project, cfg.logger.mode)
     return JsonlLogger(run_dir)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible")
-    return torch.device(name)
 
 
 def _warn_if_environment_changed(run_dir: Path, now) -> None:

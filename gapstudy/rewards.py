@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from gapstudy.errors import ConfigError, DataError, first_line
+
 INFO_FILES = ("proxy.json", "rm_info.json")  # written by train_proxy / train_reward_model
 
 
@@ -242,8 +244,8 @@ def train_reward_model(cfg, command: str | None = None, log=print) -> Path:
     (num_labels=1) from `rm.base` (null: the world's policy) trains `rm.epochs` epochs of Adam at `rm.lr` on batches
     of `rm.batch_size` pairs. Each epoch logs the mean train loss and the held-out pair accuracy. The model, the
     world's tokenizer and rm_info.json go to `rm.out`, a directory `labeller=proxy proxy.path=...` loads."""
-    from gapstudy.loop import resolve_device
-    from gapstudy.sources import DataError, collate, dataset_cache_dir, read_preference_rows
+    from gapstudy.runtime import resolve_device
+    from gapstudy.sources import collate, dataset_cache_dir, read_preference_rows
 
     r = cfg.rm
     torch.set_num_threads(int(cfg.threads))
@@ -270,15 +272,10 @@ def train_reward_model(cfg, command: str | None = None, log=print) -> Path:
     try:
         rm = load_reward_model(base, device, pad)
     except (OSError, ValueError) as e:  # not a model directory, not on the hub (or its cache), no classification class
-        from gapstudy.config import ConfigError
-
-        first = (str(e).strip().splitlines() or [""])[0]
         raise ConfigError(f"rm.base={base!r} could not be loaded as a sequence-classification model: "
-                          f"{type(e).__name__}: {first}") from None
+                          f"{first_line(e)}") from None
     vocab = vocab_size(rm)
     if vocab is not None and vocab < len(tokenizer):
-        from gapstudy.config import ConfigError
-
         raise ConfigError(f"rm.base={base!r} has a vocabulary of {vocab} tokens, the world's tokenizer {len(tokenizer)}:"
                           " the reward model reads the policy's token ids, so it must share its tokenizer")
     opt = torch.optim.Adam(rm.parameters(), lr=float(r.lr))
@@ -312,17 +309,14 @@ def train_reward_model(cfg, command: str | None = None, log=print) -> Path:
 # ---------------------------------------------------------------- choosing the labeller
 def _load_proxy(path, world, device) -> "ProxyLabeller":
     """A reward model directory given as proxy.path: it must load, and share the world's vocabulary."""
-    from gapstudy.config import ConfigError
-
     if not (Path(path) / "config.json").exists():
         raise ConfigError(f"proxy.path={str(path)!r} is not a reward model directory (no config.json); valid: a "
                           "directory written by gapstudy train-rm or save_pretrained")
     try:
         proxy = ProxyLabeller(Path(path), device)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0]
         raise ConfigError(f"proxy.path={str(path)!r} could not be loaded as a sequence-classification model: "
-                          f"{type(e).__name__}: {first}") from None
+                          f"{first_line(e)}") from None
     vocab = vocab_size(proxy.model)
     if vocab is not None and vocab < len(world.tokenizer):
         raise ConfigError(f"proxy.path={str(path)!r} has a vocabulary of {vocab} tokens, the world's tokenizer "

@@ -16,19 +16,12 @@ from pathlib import Path
 
 import torch
 
+from gapstudy.errors import ConfigError, DataError, RewardError, first_line
 from gapstudy.pairs import select_pairs
 
 PAIR_FIELDS = ("step", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward", "chosen_logps",
                "rejected_logps", "sampler_version", "task")
 GROUP_FIELDS = ("step", "prompt", "responses", "rewards", "logps", "sampler_version", "task")
-
-
-class DataError(ValueError):
-    """A dataset or pair log that cannot be used; the CLI prints the message and exits with status 2."""
-
-
-class RewardError(RuntimeError):
-    """The labeller returned NaN or inf."""
 
 
 @dataclass
@@ -172,11 +165,6 @@ class OnPolicySource:
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
-
-
 def load_records(path, split: str = "train", subset: str | None = None, cache_dir: str | None = None, *, key: str):
     """A `datasets.Dataset` of the rows at `path`: a local file (by extension), a folder saved with `save_to_disk`
     (a DatasetDict gives its `split`), a folder of data files (laid out like a hub repo), or else a hub dataset name.
@@ -184,7 +172,7 @@ def load_records(path, split: str = "train", subset: str | None = None, cache_di
     `path` (e.g. `data.path`); errors name it and its split setting, and are ConfigErrors."""
     import datasets
 
-    from gapstudy.config import LOCAL_PREFIXES, ConfigError
+    from gapstudy.config import LOCAL_PREFIXES
 
     split_key = key[: -len("path")] + "split"  # data.path -> data.split, world.prompts.eval_path -> ..eval_split
     local = Path(str(path)).expanduser()
@@ -237,7 +225,7 @@ def _read_jsonl(path: Path, key: str):
     converted into the results root's cache."""
     import datasets
 
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
 
     records = []
     with open(path, encoding="utf-8") as f:
@@ -466,7 +454,7 @@ class GoldenSource(DatasetSource):
 
     @staticmethod
     def read(cfg, world) -> list[dict]:
-        from gapstudy.loop import resolve_device
+        from gapstudy.runtime import resolve_device
         from gapstudy.rewards import golden_pairs
 
         path = golden_pairs(world, cfg, Path(cfg.paths.results), resolve_device(cfg.device))

@@ -104,7 +104,7 @@ def test_evaluation_at_the_reference_gives_kl_zero_and_win_rate_one_half(results
     """policy = reference = baseline: KL estimators are exactly 0 and the win rate is 1/2 up to sampling noise."""
     from gapstudy.config import compose, validate
     from gapstudy.evaluation import Evaluator
-    from gapstudy.loop import frozen, load_policy
+    from gapstudy.runtime import frozen, load_policy
     from gapstudy.worlds import build_world
 
     cfg = validate(compose([f"paths.results={results}", "world.pretrain_steps=60", "world.eval_prompts=2048",

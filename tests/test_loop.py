@@ -124,7 +124,7 @@ def test_bf16_precision_trains_float32_master_weights_under_autocast(results):
     copies are bf16, so the step-0 KL is bf16 rounding (not exactly 0), and training moves the policy as in float32."""
     from omegaconf import OmegaConf
 
-    from gapstudy.loop import frozen, precision
+    from gapstudy.runtime import frozen, precision
     from gapstudy.model import TinyGPTConfig, TinyGPTForCausalLM
 
     cpu = torch.device("cpu")

@@ -137,7 +137,7 @@ def test_task_filters_training_prompts(world, cache_root):
     math_only = build_world(compose(SMALL + ["world.task=math"]), cache_root)
     assert set(math_only.train_tasks) == {"math"} and len(math_only.train_prompts) == 100
     assert math_only.eval_tasks == world.eval_tasks  # evaluation always covers both families
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
 
     with pytest.raises(ConfigError, match="mixed, math, chat"):
         build_world(compose(SMALL + ["world.task=poetry"]), cache_root)

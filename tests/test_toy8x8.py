@@ -27,7 +27,7 @@ REJECTED = np.array([[(j - i) % 8 in (1, 2) for j in range(8)] for i in range(8)
 def toy(results):
     cfg = validate(compose(["world=toy8x8", f"paths.results={results}"]))
     world = build_world(cfg, results)
-    from gapstudy.loop import load_policy
+    from gapstudy.runtime import load_policy
 
     return cfg, world, load_policy(world.policy_path, "cpu")
 
@@ -113,7 +113,7 @@ def test_the_dataset_covers_exactly_the_documented_cells_with_bradley_terry_labe
 def test_exact_masses_match_a_brute_force_softmax_over_the_8_responses(toy):
     from gapstudy.evaluation import Evaluator
     from gapstudy.logprobs import token_logps
-    from gapstudy.loop import frozen
+    from gapstudy.runtime import frozen
 
     cfg, world, policy = toy
     anchor = frozen(policy)

@@ -31,25 +31,20 @@ from pathlib import Path
 
 import torch
 
-from gapstudy.sources import first_line, load_records
+from gapstudy.errors import ConfigError, RewardError, first_line
+from gapstudy.sources import load_records
 from gapstudy.verifiers import VERIFIERS
 from gapstudy.worlds import World
 
 REWARD_KINDS = (*VERIFIERS, "model")
 
 
-def _error(message: str):
-    from gapstudy.config import ConfigError
-
-    return ConfigError(message)
-
-
 def _check_fields(data, path, fields: dict[str, str | None], key: str = "world.prompts.path") -> None:
     if len(data) == 0:
-        raise _error(f"{key}={str(path)!r} is empty")
+        raise ConfigError(f"{key}={str(path)!r} is empty")
     for key, name in fields.items():
         if name is not None and name not in data.column_names:
-            raise _error(f"world.prompts.{key}={name!r} is not a column of {path}; available columns: "
+            raise ConfigError(f"world.prompts.{key}={name!r} is not a column of {path}; available columns: "
                          f"{', '.join(data.column_names)}")
 
 
@@ -63,9 +58,9 @@ def _messages(value, system_prompt) -> list[dict] | None:
         while messages and messages[-1]["role"] == "assistant":  # the prompt ends before the answer
             messages.pop()
         if not messages:
-            raise _error("world.prompts.field: a prompt holds only assistant messages")
+            raise ConfigError("world.prompts.field: a prompt holds only assistant messages")
     else:
-        raise _error(f"world.prompts.field: a prompt is a {type(value).__name__}; valid: a string or a list of chat "
+        raise ConfigError(f"world.prompts.field: a prompt is a {type(value).__name__}; valid: a string or a list of chat "
                      "messages [{role, content}]")
     if system_prompt and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": str(system_prompt)}, *messages]
@@ -87,7 +82,7 @@ class PromptEncoder:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             if not isinstance(value, str):
-                raise _error("a prompt holds chat messages, which need a chat template; valid: "
+                raise ConfigError("a prompt holds chat messages, which need a chat template; valid: "
                              "world.chat_template=auto|true with a tokenizer that has one")
             text = f"{self.system_prompt}\n\n{value}" if self.system_prompt else value
             ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -130,7 +125,6 @@ class VerifierReward:
         for key, text in zip(keys, texts):
             answer = self.answers.get(key)
             if answer is None:
-                from gapstudy.sources import RewardError
 
                 raise RewardError(f"world hf ({self.kind}): a prompt that is not in world.prompts has no reference "
                                   f"answer: {self.tokenizer.decode(list(key))[:80]!r}")
@@ -147,7 +141,7 @@ class RewardModelReward:
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         except Exception as e:
-            raise _error(f"world.reward.model={path!r} could not be loaded as a sequence-classification model: "
+            raise ConfigError(f"world.reward.model={path!r} could not be loaded as a sequence-classification model: "
                          f"{first_line(e)}") from None
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -209,7 +203,7 @@ def _positive_int(value, key: str, minimum: int = 1, allow_null: bool = False) -
     if value is None and allow_null:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _error(f"{key}={value!r} is invalid; valid: an integer >= {minimum}" + (" or null" if allow_null else ""))
+        raise ConfigError(f"{key}={value!r} is invalid; valid: an integer >= {minimum}" + (" or null" if allow_null else ""))
 
 
 def validate(cfg) -> None:
@@ -220,17 +214,17 @@ def validate(cfg) -> None:
     check_chat_template(w.chat_template)
     kind = w.reward.kind
     if kind not in REWARD_KINDS:
-        raise _error(f"world.reward.kind={kind!r} is invalid; valid choices: {', '.join(REWARD_KINDS)}")
+        raise ConfigError(f"world.reward.kind={kind!r} is invalid; valid choices: {', '.join(REWARD_KINDS)}")
     if kind == "model" and not w.reward.model:
-        raise _error("world.reward.kind=model needs world.reward.model (a reward model's hub name or directory)")
+        raise ConfigError("world.reward.kind=model needs world.reward.model (a reward model's hub name or directory)")
     if kind in VERIFIERS and not w.prompts.answer_field:
-        raise _error(f"world.reward.kind={kind} needs world.prompts.answer_field (the column of reference answers)")
+        raise ConfigError(f"world.reward.kind={kind} needs world.prompts.answer_field (the column of reference answers)")
     if not w.prompts.field:
-        raise _error("world.prompts.field is empty; valid: the name of the prompt column")
+        raise ConfigError("world.prompts.field is empty; valid: the name of the prompt column")
     for key, value in (("world.model", w.model), ("world.prompts.path", w.prompts.path),
                        ("world.prompts.eval_path", w.prompts.eval_path), ("world.reward.model", w.reward.model)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise _error(f"{key}={value!r} is invalid; valid: a hub name or a local path")
+            raise ConfigError(f"{key}={value!r} is invalid; valid: a hub name or a local path")
         if value is not None:
             check_name_or_path(key, value)
     _positive_int(w.max_new_tokens, "world.max_new_tokens")
@@ -248,11 +242,11 @@ def _load_tokenizer(model: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
     except Exception as e:
-        raise _error(f"world.model={model!r} could not be loaded (not a local model directory, and not on the hub "
+        raise ConfigError(f"world.model={model!r} could not be loaded (not a local model directory, and not on the hub "
                      f"or in the local hub cache): {first_line(e)}") from None
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
-            raise _error(f"world.model={model!r}: its tokenizer has neither a pad nor an eos token")
+            raise ConfigError(f"world.model={model!r}: its tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
@@ -277,7 +271,7 @@ def prompt_encoder(w) -> tuple[object, PromptEncoder]:
     tokenizer = _load_tokenizer(model)
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if w.chat_template is True and not has_template:
-        raise _error(f"world.chat_template=true but the tokenizer of {model} has no chat_template; valid: auto, false")
+        raise ConfigError(f"world.chat_template=true but the tokenizer of {model} has no chat_template; valid: auto, false")
     return tokenizer, PromptEncoder(tokenizer, has_template if w.chat_template == "auto" else bool(w.chat_template),
                                     w.system_prompt)
 
@@ -309,7 +303,7 @@ def build(cfg, cache_root: Path) -> World:
         train_order = order
     else:
         if len(order) <= eval_size:
-            raise _error(f"world.prompts.eval_size={eval_size} leaves no training prompts: {p.path} has "
+            raise ConfigError(f"world.prompts.eval_size={eval_size} leaves no training prompts: {p.path} has "
                          f"{len(order)}; lower eval_size or give world.prompts.eval_path / eval_split")
         eval_sets = [(data, order[-eval_size:])]
         train_order = order[:-eval_size]
@@ -357,15 +351,15 @@ def build(cfg, cache_root: Path) -> World:
         warnings.warn(f"world hf: {dropped['conflict']} repeated prompt(s) carry a different answer; the first "
                       "answer is used", stacklevel=2)
     if not train_prompts:
-        raise _error(f"world hf: no training prompts left in {p.path} (all longer than world.max_prompt_tokens="
+        raise ConfigError(f"world hf: no training prompts left in {p.path} (all longer than world.max_prompt_tokens="
                      f"{max_prompt}, or held out)")
     if not eval_prompts:
-        raise _error(f"world hf: no held-out prompts left in {eval_path} (all longer than world.max_prompt_tokens="
+        raise ConfigError(f"world hf: no held-out prompts left in {eval_path} (all longer than world.max_prompt_tokens="
                      f"{max_prompt})")
     context = _context_length(model)
     longest = max(len(x) for x in train_prompts + eval_prompts)
     if context is not None and longest + int(w.max_new_tokens) > context:
-        raise _error(f"world.max_prompt_tokens={max_prompt} + world.max_new_tokens={w.max_new_tokens}: a prompt of "
+        raise ConfigError(f"world.max_prompt_tokens={max_prompt} + world.max_new_tokens={w.max_new_tokens}: a prompt of "
                      f"{longest} tokens plus a response exceeds the {context} positions of {model}; lower them")
 
     if kind in VERIFIERS:

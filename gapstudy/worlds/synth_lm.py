@@ -358,7 +358,7 @@ class GoldReward:
 
 
 def validate(cfg) -> None:
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
 
     w = cfg.world
     if w.task not in TASK_CHOICES:

@@ -65,7 +65,7 @@ def _build_policy(w, directory: Path) -> None:
 
 
 def validate(cfg) -> None:
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
 
     if cfg.reward not in REWARD_CENTRES:
         raise ConfigError(f"reward={cfg.reward!r} is invalid for world token_bandit; valid choices: {', '.join(REWARD_CENTRES)}")

@@ -161,7 +161,7 @@ def _build_policy(w, directory: Path) -> None:
 def validate(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from gapstudy.config import ConfigError
+    from gapstudy.errors import ConfigError
 
     w = cfg.world
     k = w.rejected_per_prompt
