@@ -167,7 +167,7 @@ def golden_pairs(world, cfg, cache_root: Path, device="cpu") -> Path:
     """Tang et al.'s D_golden as a pair file (cached like the proxy, under the same settings): the proxy.pairs
     gold-labelled pairs of SFT samples the proxy RM learns from, ties dropped. `data=golden` trains on it, so an
     offline run sees exactly the information the online run's proxy labeller was built from."""
-    from gapstudy.worlds import cached_artifact
+    from gapstudy.cache import cached_artifact
 
     def build(directory: Path) -> None:
         import pyarrow as pa
@@ -189,7 +189,7 @@ def golden_pairs(world, cfg, cache_root: Path, device="cpu") -> Path:
 
 def train_proxy(world, cfg, cache_root: Path, device="cpu") -> Path:
     """Train (once; cached by a hash of the world and proxy settings) and return the proxy RM directory."""
-    from gapstudy.worlds import cached_artifact
+    from gapstudy.cache import cached_artifact
 
     def build(directory: Path) -> None:
         p = cfg.proxy

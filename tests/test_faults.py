@@ -145,7 +145,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 def test_an_interrupted_world_build_resumes_to_the_same_artifact(uninterrupted, tmp_path, monkeypatch, capsys):
     import torch
 
-    from gapstudy import worlds
+    from gapstudy import cache, worlds
 
     seen: list[int] = []
 
@@ -163,7 +163,7 @@ def test_an_interrupted_world_build_resumes_to_the_same_artifact(uninterrupted, 
     assert "building world synth_lm: " in err and "/40 [" in err  # the bar on stderr
     (tmp, ) = (tmp_path / ".cache").glob("synth_lm-*.tmp")
     assert not list((tmp_path / ".cache").glob("synth_lm-*[0-9a-f]"))  # nothing published
-    assert torch.load(tmp / worlds.RESUME / "pretrain.pt", weights_only=False)["step"] == 24
+    assert torch.load(tmp / cache.RESUME / "pretrain.pt", weights_only=False)["step"] == 24
 
     seen.clear()
     monkeypatch.setattr(worlds, "_after_step", interrupt_at(31))  # killed again, after more progress
@@ -178,7 +178,7 @@ def test_an_interrupted_world_build_resumes_to_the_same_artifact(uninterrupted, 
     assert seen == list(range(31, 41))
     assert capsys.readouterr().err == ""  # progress=false: silent
     assert resumed.name == uninterrupted.name  # the same cache key
-    assert not (resumed / worlds.RESUME).exists() and not tmp.exists()
+    assert not (resumed / cache.RESUME).exists() and not tmp.exists()
     assert _artifact(resumed) == _artifact(uninterrupted)  # bit-identical: model, tokenizer, prompts, losses
     a, b = _state_dict(resumed), _state_dict(uninterrupted)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -186,7 +186,7 @@ def test_an_interrupted_world_build_resumes_to_the_same_artifact(uninterrupted, 
 
 def test_an_unusable_build_checkpoint_is_reported_and_the_build_starts_over(uninterrupted, tmp_path, monkeypatch,
                                                                             capsys):
-    from gapstudy import worlds
+    from gapstudy import cache, worlds
 
     def interrupt(step):
         if step == 9:
@@ -195,7 +195,7 @@ def test_an_unusable_build_checkpoint_is_reported_and_the_build_starts_over(unin
     monkeypatch.setattr(worlds, "_after_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
         _build(tmp_path)
-    (checkpoint, ) = (tmp_path / ".cache").glob(f"synth_lm-*.tmp/{worlds.RESUME}/pretrain.pt")
+    (checkpoint, ) = (tmp_path / ".cache").glob(f"synth_lm-*.tmp/{cache.RESUME}/pretrain.pt")
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a damaged file
     monkeypatch.setattr(worlds, "_after_step", None)
     resumed = _build(tmp_path).policy_path
@@ -216,10 +216,10 @@ def test_a_world_build_killed_by_sigkill_resumes_and_its_lock_is_free(uninterrup
     try:
         import torch
 
-        from gapstudy import worlds
+        from gapstudy import cache
 
         while proc.poll() is None:  # wait for the checkpoint of step 30 (the script then sleeps), never on time
-            found = list((tmp_path / ".cache").glob(f"synth_lm-*.tmp/{worlds.RESUME}/pretrain.pt"))
+            found = list((tmp_path / ".cache").glob(f"synth_lm-*.tmp/{cache.RESUME}/pretrain.pt"))
             if found:
                 try:
                     if torch.load(found[0], weights_only=False)["step"] == 30:

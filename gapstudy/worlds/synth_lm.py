@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gapstudy.cache import RESUME, cached_artifact
 from gapstudy.model import TinyGPTConfig, TinyGPTForCausalLM, param_count
-from gapstudy.worlds import RESUME, World, cached_artifact, pretrain, word_level_tokenizer
+from gapstudy.worlds import World, pretrain, word_level_tokenizer
 
 TASKS = ("math", "chat")
 TASK_CHOICES = ("mixed", "math", "chat")  # world.task: the families of the training prompts

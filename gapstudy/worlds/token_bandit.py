@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gapstudy.cache import cached_artifact
 from gapstudy.model import TinyGPTConfig, TinyGPTForCausalLM
-from gapstudy.worlds import World, cached_artifact, pretrain, word_level_tokenizer
+from gapstudy.worlds import World, pretrain, word_level_tokenizer
 
 REWARD_CENTRES = {"R1": 70, "R2": 20}
 

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gapstudy.cache import cached_artifact
 from gapstudy.model import TinyGPTConfig, TinyGPTForCausalLM
-from gapstudy.worlds import World, cached_artifact, pretrain, word_level_tokenizer
+from gapstudy.worlds import World, pretrain, word_level_tokenizer
 
 SIZE = 8  # prompts = responses = 8
 PROMPT_IDS = list(range(SIZE))  # token ids of p0..p7
