@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.figures import final_table, kl_matched_figure, kl_matched_table, win_rate_vs_kl, write_table
+from analysis.figures.common import final_table
+from analysis.figures.tang import kl_matched_figure, kl_matched_table, win_rate_vs_kl
 from analysis.load import BASE_COLUMNS, _varying, ad_hoc_arm, environment_notes, load_runs
+from analysis.report import write_table
 from analysis.style import save
 
 

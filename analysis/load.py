@@ -18,17 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-# The metric vocabulary of gapstudy.metrics.KEYS, copied (analysis never imports the training package).
-# Every one is a column of load_runs' frame, all-NaN when no run logged it, so figures can index blindly.
-METRIC_KEYS: tuple[str, ...] = (
-    "train/loss", "train/margin", "train/accuracy", "train/chosen_logratio", "train/rejected_logratio",
-    "train/reward", "train/advantage_abs", "train/clip_fraction", "train/kl", "train/grad_norm",
-    "train/examples", "train/skipped", "gen/staleness", "gen/length", "counters/samples", "counters/updates",
-    "time/seconds", "eval/kl", "eval/kl_k1", "eval/kl_k3", "eval/win_rate", "eval/gold_reward",
-    "eval/proxy_reward", "eval/proxy_accuracy", "eval/accuracy", "eval/length", "eval/entropy",
-    "eval/classification_accuracy", "eval/diagonal_mass", "eval/diagonal_mass_ref", "eval/uncovered_mass",
-    "eval/uncovered_mass_ref", "eval/uncovered_raised",
-)
+from gapstudy.metrics import KEYS
+
 BASE_COLUMNS: tuple[str, ...] = ("suite", "arm", "seed", "run_name", "run_dir", "step", "complete")
 _IDENTITY_KEYS = {"suite", "arm", "seed", "run_name"}  # already base columns
 ENVIRONMENT = "environment"  # config.yaml's record of the machine that made a run (packages, python, cpu_capability,
@@ -175,8 +166,9 @@ def load_runs(root: str | Path = "results", suite: str | Iterable[str] | None = 
               profile: str | None = None) -> pd.DataFrame:
     """All runs under `root` (optionally only those of `suite`) as one frame: one row per (run, logged step).
 
-    Columns: suite, arm, seed, run_name, run_dir, step, complete (final.json exists), every metric key of
-    METRIC_KEYS plus any other key a run logged (NaN where missing), and config values flattened with dots.
+    Columns: suite, arm, seed, run_name, run_dir, step, complete (final.json exists), every metric key of the
+    vocabulary gapstudy.metrics.KEYS (all-NaN when no run logged it, so figures can index blindly) plus any other key
+    a run logged (NaN where missing), and config values flattened with dots.
     `config_columns`: "varying" (the keys whose values differ across the loaded runs), "all", or a list.
     `metrics`: key prefixes to keep (e.g. ("eval/",) for long runs whose every-step training lines are not
     needed); steps that logged none of them are dropped. None keeps everything.
@@ -216,7 +208,7 @@ def load_runs(root: str | Path = "results", suite: str | Iterable[str] | None = 
         df[key] = [configs[i].get(key, np.nan) for i in df["_config"]]
     df = df.drop(columns="_config")
     metric_columns = [c for c in df.columns if c not in BASE_COLUMNS and c not in keys]
-    for key in METRIC_KEYS:
+    for key in KEYS:
         if key not in metric_columns:
             metric_columns.append(key)
             df[key] = np.nan
@@ -430,46 +422,6 @@ def missing(df: pd.DataFrame, expected: Mapping[str, Iterable[str]], seeds: int 
                 elif not status:
                     rows.append((suite, arm, seed, "incomplete"))
     return pd.DataFrame(rows, columns=["suite", "arm", "seed", "status"])
-
-
-# ---------------------------------------------------------------------------------------------- wandb
-def load_wandb(project: str, entity: str | None = None, suite: str | None = None,
-               filters: dict | None = None) -> pd.DataFrame:
-    """The same frame as load_runs, read from wandb runs (their config and full history). Needs network
-    and the wandb package, imported here only. `complete` means the wandb run finished."""
-    import wandb  # lazy: optional, and never needed for local results
-
-    api = wandb.Api()
-    path = f"{entity}/{project}" if entity else project
-    query = dict(filters or {})
-    if suite is not None:
-        query["config.suite"] = suite
-    configs, rows = [], []
-    for run in api.runs(path, filters=query or None):
-        config = {k: v for k, v in run.config.items() if not k.startswith("_")}
-        flat = flatten(config)
-        records = [
-            {"step": int(r.get("_step", r.get("step", 0))),
-             **{k: v for k, v in r.items() if "/" in k and isinstance(v, (int, float, type(None)))}}
-            for r in run.scan_history()
-        ]
-        identity = {
-            "suite": config.get("suite"), "arm": config.get("arm") or run.name,
-            "seed": config.get("seed", np.nan), "run_name": config.get("run_name") or run.name,
-            "run_dir": f"wandb:{path}/{run.id}", "complete": run.state == "finished",
-        }
-        configs.append(flat)
-        rows.extend({**identity, "step": step, **values, "_config": len(configs) - 1}
-                    for step, values in sorted(_merge_by_step(records).items()))
-    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*BASE_COLUMNS, "_config"])
-    keys = _varying(configs)
-    for key in keys:
-        df[key] = [configs[i].get(key, np.nan) for i in df["_config"]]
-    df = df.drop(columns="_config")
-    for key in METRIC_KEYS:
-        if key not in df.columns:
-            df[key] = np.nan
-    return df
 
 
 def timings(root: str | Path = "results") -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """One look for every figure: a fixed colour and label per arm name (the same arm is the same colour in every
 figure), offline arms dashed, readable font sizes without LaTeX, and saving to PNG + PDF.
 
-The arm names are those of the experiment registry (experiments/); SUITE_ARMS lists them per suite in the
-order figures and tables show them.
+The arm names, their order in figures and tables, and which arms are offline are read from the experiment registry
+(experiments.SUITES); the colours and labels below are this module's own.
 """
 from __future__ import annotations
 
@@ -15,24 +15,12 @@ import matplotlib
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from experiments import SUITES
+
 _BANDIT_ALGOS = ("dpo", "ipo", "best_of_n", "reinforce")
 _BANDIT_REGIMES = ("onpolicy", "offline")
 _REWARDS = ("R1", "R2")
 _REUSE = (1, 2, 4, 8)
-
-SUITE_ARMS: dict[str, list[str]] = {
-    "kl_budget": ["online_ipo", "offline_ipo", "offline_ipo_golden", "online_dpo", "offline_dpo"],
-    "data_coverage": ["online", "offline_dataset", "replay_original", "replay_shuffled"],
-    "shuffle_degree": ["online", "window_1", "window_4", "window_32", "window_256", "window_all"],
-    "suboptimal_data": ["online", "offline_dataset", "final_vs_final", "sft_vs_mid", "mid_vs_final", "sft_vs_final"],
-    "best_of_2": ["ipo_online", "ipo_offline", "bo2_online", "bo2_offline", "bo2_shuffled"],
-    "sync_period": ["math_s1", "math_s10", "math_s100", "math_sinf", "math_grpo", "math_s1_no_ref_sync",
-                    "chat_s1", "chat_s5", "chat_s10", "chat_sinf", "chat_grpo"],
-    "curriculum": ["nv", "v", "nv_then_v", "v_then_nv", "mixed"],
-    "bandit": [f"{a}_{r}_{w}" for w in _REWARDS for a in _BANDIT_ALGOS for r in _BANDIT_REGIMES],
-    "sample_reuse": [f"T{t}_{w}" for w in _REWARDS for t in _REUSE],
-    "toy8x8": ["dpo_offline", "ppo_kl", "dpo_online"],
-}
 
 # Colour-blind palette (seaborn "colorblind"): online blue, offline orange throughout.
 _BLUE, _ORANGE, _GREEN, _VERMILLION, _PURPLE, _BROWN, _PINK, _GREY, _YELLOW, _SKY = (
@@ -91,10 +79,19 @@ ARM_LABELS: dict[str, str] = {
     **{f"T{t}_{w}": f"T={t} ({w})" for t in _REUSE for w in _REWARDS},
     "dpo_offline": "DPO, fixed dataset", "ppo_kl": "PPO (GRPO) with KL", "dpo_online": "DPO, online",
 }
-_OFFLINE_ARMS = {"offline_ipo", "offline_ipo_golden", "offline_dpo", "offline_dataset", "ipo_offline", "bo2_offline", "math_sinf",
-                 "chat_sinf", "dpo_offline", *(f"{a}_offline_{w}" for a in _BANDIT_ALGOS for w in _REWARDS)}
 
-_ORDER = {arm: i for i, arm in enumerate(dict.fromkeys(a for arms in SUITE_ARMS.values() for a in arms))}
+
+def _offline(overrides: Iterable[str]) -> bool:
+    """Trained on data that never follows the policy: sampling stays with the initial policy (sync_every=inf) or a
+    fixed dataset (data=golden | dataset). Datasets sampled from chosen policies (sampler_from) and replays of an
+    online log are the arms a suite studies, not its offline baseline."""
+    settings = dict(override.partition("=")[::2] for override in overrides)
+    return "sampler_from" not in settings and (settings.get("sync_every") == "inf"
+                                               or settings.get("data") in ("golden", "dataset"))
+
+
+_OFFLINE = {arm.name for suite in SUITES.values() for arm in suite.arms if _offline((*suite.base, *arm.overrides))}
+_ORDER = {name: i for i, name in enumerate(dict.fromkeys(arm.name for suite in SUITES.values() for arm in suite.arms))}
 SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 METRIC_LABELS = {
@@ -151,7 +148,7 @@ def arm_linestyle(arm: str) -> str:
     with the online run (claim 3) both stay visible; everything else solid."""
     if arm == "replay_original":
         return ":"
-    return "--" if arm in _OFFLINE_ARMS else "-"
+    return "--" if arm in _OFFLINE else "-"
 
 
 def metric_label(key: str) -> str:
@@ -163,12 +160,9 @@ def metric_label(key: str) -> str:
     return key
 
 
-def is_offline(arm: str) -> bool:
-    return arm in _OFFLINE_ARMS
-
-
 def arm_order(arms: Iterable[str]) -> list[str]:
-    """Arms in registry order (the order of SUITE_ARMS), unknown names after them alphabetically."""
+    """Arms in registry order (the suites of experiments.SUITES, each in its arms' order), unknown names after
+    them alphabetically."""
     unique = list(dict.fromkeys(a for a in arms if isinstance(a, str)))
     return sorted(unique, key=lambda a: (_ORDER.get(a, len(_ORDER)), a))
 
@@ -177,11 +171,6 @@ def seed_marker(seed, seeds: Iterable) -> str:
     ordered = sorted({s for s in seeds}, key=str)
     index = ordered.index(seed) if seed in ordered else 0
     return SEED_MARKERS[index % len(SEED_MARKERS)]
-
-
-def apply_style() -> None:
-    """Set the project's rcParams globally (figures drawn by analysis.figures use them regardless)."""
-    matplotlib.rcParams.update(STYLE_RC)
 
 
 def styled(function):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from analysis.style import SUITE_ARMS
+from experiments import SUITES
 
 # Default gain multipliers per suite and arm (1.0 = the online reference).
 QUALITY: dict[str, dict[str, float]] = {
@@ -118,7 +118,7 @@ def fake_suite(root: str | Path, suite: str, seeds: Sequence[int] = (0, 1, 2), q
                drop_arms: Iterable[str] = (), steps: int = 200, eval_every: int = 20, train_every: int = 5,
                in_suite_folder: bool = True, noise: float = 0.01, effects: Mapping[str, float] | None = None,
                faithful_replay: bool = True, environment: Mapping | None = None) -> list[Path]:
-    """Write fake runs of every arm of `suite` (SUITE_ARMS) for each seed; returns the run directories.
+    """Write fake runs of every arm of `suite` (experiments.SUITES) for each seed; returns the run directories.
 
     `quality` overrides the default gain multiplier of named arms; `effects` the strengths of EFFECTS; `drop_arms`
     leaves arms out. `faithful_replay` (data_coverage): the ordered replay is the online run (its random stream,
@@ -134,7 +134,7 @@ def fake_suite(root: str | Path, suite: str, seeds: Sequence[int] = (0, 1, 2), q
     dropped = set(drop_arms)
     base = Path(root) / suite if in_suite_folder else Path(root)
     written = []
-    for arm in SUITE_ARMS[suite]:
+    for arm in [a.name for a in SUITES[suite].arms]:
         if arm in dropped:
             continue
         for seed in seeds:

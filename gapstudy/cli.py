@@ -327,7 +327,7 @@ def cmd_figures(argv: list[str]) -> None:
         raise ConfigError(f"profile={profile!r} is invalid; valid choices: {', '.join(PROFILES)}, all")
     root = Path(opts.get("paths.results", "results"))
     check_results_root(str(root), must_exist=True)  # a file, or a folder figures/ cannot be written into
-    from analysis.figures import regenerate
+    from analysis.regenerate import regenerate
 
     written = regenerate(root, suite, None if profile == "all" else profile)
     if not written:
@@ -339,7 +339,7 @@ def cmd_figures(argv: list[str]) -> None:
 def cmd_compare(argv: list[str]) -> None:
     """`gapstudy compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]`: figures and tables of any runs, side by side."""
     from analysis.compare import CompareError, compare
-    from analysis.scorecard import markdown_table
+    from analysis.report import markdown_table
     from gapstudy.config import ConfigError, check_results_root
 
     paths, opts = [], {"out": "compare", "y": "eval/win_rate", "by": ""}

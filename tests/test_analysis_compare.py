@@ -96,12 +96,12 @@ def test_the_cli_prints_the_tables_and_fails_in_one_line(runs, tmp_path):
 
 
 def test_registry_runs_keep_their_arms(tmp_path):
-    from analysis.style import SUITE_ARMS
     from analysis.synthetic import fake_suite
+    from experiments import SUITES
 
     fake_suite(tmp_path, "data_coverage", seeds=(0, 1))
     df = group_arms(load_paths([tmp_path]))
-    assert set(df["arm"]) == set(SUITE_ARMS["data_coverage"])
+    assert set(df["arm"]) == {arm.name for arm in SUITES["data_coverage"].arms}
 
 
 ENV = {"packages": {"torch": "2.5.1", "transformers": "4.46.0"}, "python": "3.11.9", "cpu_capability": "AVX512",

@@ -1,4 +1,4 @@
-"""analysis.scorecard: verdicts follow the data. Synthetic suites (analysis.synthetic) are built with the
+"""analysis.claims: verdicts follow the data (and analysis.report writes them). Synthetic suites (analysis.synthetic) are built with the
 papers' effects (defaults), with the effects reversed (quality overrides), and with arms or seeds missing."""
 import math
 
@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import scorecard
+from analysis.claims import CLAIMS, CLAIMS_BY_NUMBER, decide, evaluate
+from analysis.claims.rules import INCONCLUSIVE, NOT_REPRODUCED
 from analysis.load import load_runs
-from analysis.scorecard import CLAIMS_BY_NUMBER, decide
-from analysis.style import SUITE_ARMS
+from analysis.report import markdown_table, overview, report
 from analysis.synthetic import fake_suite
+from experiments import SUITES
 
 SEEDS = (0, 1)
 
@@ -28,7 +29,7 @@ def _verdict(df, number):
 def every_suite(tmp_path_factory):
     """Every suite with the generator's default effects (those of the papers)."""
     root = tmp_path_factory.mktemp("all")
-    for suite in SUITE_ARMS:
+    for suite in SUITES:
         fake_suite(root, suite, seeds=SEEDS, steps=100, eval_every=10, train_every=5)
     return load_runs(root)
 
@@ -37,8 +38,8 @@ _BANDIT = ("dpo", "ipo", "best_of_n", "reinforce")
 _KL_ARMS = ("online_ipo", "offline_ipo", "offline_ipo_golden", "online_dpo", "offline_dpo")
 _WINDOWS = ("window_1", "window_4", "window_32", "window_256", "window_all")
 _LATE = ("sft_vs_mid", "sft_vs_final", "mid_vs_final", "final_vs_final")
-NOT = {scorecard.NOT_REPRODUCED}  # the effect reversed: the rule must contradict the claim
-NOT_OR_UNSURE = {scorecard.NOT_REPRODUCED, scorecard.INCONCLUSIVE}  # the effect removed: anything but reproduced
+NOT = {NOT_REPRODUCED}  # the effect reversed: the rule must contradict the claim
+NOT_OR_UNSURE = {NOT_REPRODUCED, INCONCLUSIVE}  # the effect removed: anything but reproduced
 # (claim, suite, fake_suite overrides that remove or reverse the claim's effect, verdicts allowed without it)
 FLIPS = [
     pytest.param(1, "kl_budget", {"quality": {"online_ipo": 0.5, "offline_ipo": 1.0, "offline_ipo_golden": 1.0,
@@ -84,7 +85,7 @@ FLIPS = [
     pytest.param(18, "toy8x8", {"quality": {"dpo_offline": 0.0}}, NOT_OR_UNSURE, id="18-dpo-leaves-uncovered"),
     pytest.param(18, "toy8x8", {"quality": {"ppo_kl": 0.3}}, NOT, id="18-ppo-misses-diagonal"),
 ]
-DECIDED = [claim.number for claim in scorecard.CLAIMS if claim.suite is not None]
+DECIDED = [claim.number for claim in CLAIMS if claim.suite is not None]
 
 
 def test_every_decided_claim_has_a_case_without_its_effect():
@@ -92,7 +93,7 @@ def test_every_decided_claim_has_a_case_without_its_effect():
 
 
 def test_evaluate_has_one_row_per_claim_holding_its_decision(every_suite):
-    table = scorecard.evaluate(every_suite)
+    table = evaluate(every_suite)
     assert table["number"].tolist() == list(range(1, 19))
     for number, verdict in zip(table["number"], table["verdict"]):
         claim = CLAIMS_BY_NUMBER[number]
@@ -176,15 +177,15 @@ def test_claim_1_is_decided_on_d_golden_when_it_ran(tmp_path):
 
 def test_claims_of_a_suite_with_no_runs_are_inconclusive():
     empty = load_runs("/nonexistent-results-root")
-    table = scorecard.evaluate(empty, suite="kl_budget")
+    table = evaluate(empty, suite="kl_budget")
     assert set(table["number"]) == {1, 2, 8, 9, 10, 11}
     assert (table["verdict"] == "inconclusive").all()
 
 
 def test_report_has_the_verdict_table_rules_missing_runs_and_figure_links(tmp_path):
     df = _frame(tmp_path, "best_of_2", drop_arms=("bo2_shuffled",))
-    text = scorecard.report(df, "best_of_2", figures=["final_win_rate"],
-                            tables={"final_metrics": pd.DataFrame({"x": [1.0]}, index=pd.Index(["a"], name="arm"))})
+    text = report(df, "best_of_2", figures=["final_win_rate"],
+                  tables={"final_metrics": pd.DataFrame({"x": [1.0]}, index=pd.Index(["a"], name="arm"))})
     assert "| 12 | Best-of-2: online beats offline" in text
     assert "**inconclusive**" in text and "missing arms: bo2_shuffled" in text
     assert "## Decision rules" in text
@@ -195,15 +196,11 @@ def test_report_has_the_verdict_table_rules_missing_runs_and_figure_links(tmp_pa
 
 def test_markdown_table_formats_numbers_and_nan():
     table = pd.DataFrame({"a": [0.12345, np.nan], "b": ["x|y", "z"]}, index=pd.Index(["r1", "r2"], name="row"))
-    assert scorecard.markdown_table(table).splitlines() == [
+    assert markdown_table(table).splitlines() == [
         "| row | a | b |", "|---|---|---|", "| r1 | 0.123 | x\\|y |", "| r2 | – | z |"]
 
 
 def test_overview_lists_every_claim_with_its_verdict_or_not_run(tmp_path):
-    from analysis.load import load_runs
-    from analysis.scorecard import CLAIMS, overview
-    from analysis.synthetic import fake_suite
-
     fake_suite(tmp_path, "data_coverage")
     text = overview(load_runs(tmp_path))
     assert all(f"| {c.number} |" in text for c in CLAIMS)
