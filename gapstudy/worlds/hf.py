@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from gapstudy import schema
 from gapstudy.errors import ConfigError, RewardError, first_line
 from gapstudy.sources import load_records
 from gapstudy.verifiers import VERIFIERS
@@ -199,19 +200,12 @@ class RewardModelReward:
 
 
 # ---------------------------------------------------------------- config
-def _positive_int(value, key: str, minimum: int = 1, allow_null: bool = False) -> None:
-    if value is None and allow_null:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r} is invalid; valid: an integer >= {minimum}" + (" or null" if allow_null else ""))
-
-
 def validate(cfg) -> None:
     """Cheap checks of world.* (nothing is loaded here)."""
-    from gapstudy.config import check_chat_template, check_name_or_path
+    from gapstudy.config import check_name_or_path
 
+    schema.check(cfg, "world")  # the declared types, ranges and choices (gapstudy/schema.py)
     w = cfg.world
-    check_chat_template(w.chat_template)
     kind = w.reward.kind
     if kind not in REWARD_KINDS:
         raise ConfigError(f"world.reward.kind={kind!r} is invalid; valid choices: {', '.join(REWARD_KINDS)}")
@@ -227,12 +221,6 @@ def validate(cfg) -> None:
             raise ConfigError(f"{key}={value!r} is invalid; valid: a hub name or a local path")
         if value is not None:
             check_name_or_path(key, value)
-    _positive_int(w.max_new_tokens, "world.max_new_tokens")
-    _positive_int(w.max_prompt_tokens, "world.max_prompt_tokens")
-    _positive_int(w.reward.batch_size, "world.reward.batch_size")
-    _positive_int(w.prompts.eval_size, "world.prompts.eval_size")
-    _positive_int(w.prompts.limit, "world.prompts.limit", allow_null=True)
-    _positive_int(w.build_seed, "world.build_seed", minimum=0)
 
 
 # ---------------------------------------------------------------- build
