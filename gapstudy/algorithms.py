@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gapstudy import losses
+from gapstudy.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,15 @@ ALGORITHMS: dict[str, Algorithm] = {
     "grpo": Algorithm("groups", True, "GRPO: group-mean advantage, clipped ratio, k3 KL (Lanchantin et al.)", _grpo),
     "reinforce": Algorithm("groups", False, "REINFORCE with a leave-one-out baseline (RLOO)", _reinforce),
 }
+
+def check(cfg) -> None:
+    """The algorithm's settings: algo.name names one; a pair objective needs two responses per prompt."""
+    if cfg.algo.name not in ALGORITHMS:
+        raise ConfigError(f"algo={cfg.algo.name!r} is invalid; valid choices: {', '.join(ALGORITHMS)}")
+    n, minimum = cfg.algo.samples_per_prompt, 2 if ALGORITHMS[cfg.algo.name].kind == "pairs" else 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
+        raise ConfigError(f"algo.samples_per_prompt={n!r} is invalid; valid: an integer >= {minimum}")
+
 
 # stats key -> metric key (losses.py speaks the papers' words; metrics.py holds the vocabulary)
 STAT_KEYS = {

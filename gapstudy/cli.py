@@ -148,7 +148,7 @@ def cmd_list(argv: list[str]) -> None:
     print("data sources (data=...):")
     for name, (_, desc) in SOURCES.items():
         print(f"  {name:<12} {desc}")
-    from gapstudy.config import LABELLERS
+    from gapstudy.rewards import LABELLERS
 
     print("labellers (labeller=...):")
     for name, desc in LABELLERS.items():
@@ -164,14 +164,14 @@ def cmd_list(argv: list[str]) -> None:
 
 def cmd_train_rm(argv: list[str]) -> None:
     """`gapstudy train-rm KEY=VALUE ...`: hydra-style overrides composed like `run`'s (data=dataset by default)."""
-    from gapstudy.config import ConfigError, compose, validate_rm
-    from gapstudy.rewards import train_reward_model
+    from gapstudy.config import ConfigError, compose
+    from gapstudy.train_rm import train_reward_model, validate
 
     flags = [a for a in argv if a.startswith("-")]
     if flags:
         raise ConfigError(f"train-rm: {flags[0]!r} is invalid; valid: KEY=VALUE overrides (no multirun)")
     overrides = argv if any(a.lstrip("+").startswith("data=") for a in argv) else ["data=dataset", *argv]
-    cfg = validate_rm(compose(overrides))
+    cfg = validate(compose(overrides))
     out = train_reward_model(cfg, command=" ".join(["gapstudy train-rm", *argv]))
     print(out)
 

@@ -6,13 +6,11 @@ into a checked config and a folder name that differs for every choice that varie
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gapstudy import schema
 from gapstudy.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -115,6 +113,17 @@ def _is_list_index(key: str) -> bool:
     return key.rpartition(".")[2].isdigit()
 
 
+def _period(value, key: str, allow_inf: bool = True) -> float:
+    """sync_every-style settings: a positive int, or inf."""
+    if isinstance(value, str) and value.lower() in ("inf", "infinity", "never"):
+        return math.inf
+    if isinstance(value, float) and math.isinf(value) and value > 0 and allow_inf:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid; valid: a positive integer" + (" or inf" if allow_inf else ""))
+    return int(value)
+
+
 def group_options(group: str) -> list[str]:
     """The options of a config group: the yaml files in configs/<group>/."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
@@ -142,60 +151,142 @@ def _positive_int(cfg, key: str, minimum: int = 1) -> None:
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Check every setting the loop relies on; return the config with periods normalised (inf as float)."""
-    from gapstudy.algorithms import ALGORITHMS
-    from gapstudy.sources import SOURCES
-    from gapstudy.worlds import WORLDS
+    """Check the settings every run has (types, ranges, the choices no stage owns); return the config with periods
+    normalised (inf as float). Each stage checks its own settings against its registry when it is built, and
+    runs.prepare runs those checks right after this one (gapstudy.runs.validate), before anything is written."""
+    from gapstudy.distributed import PARALLEL
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required setting(s): {', '.join(missing)} (give them as KEY=VALUE)")
-    _choice(cfg.world.name, "world", list(WORLDS))
-    _choice(cfg.algo.name, "algo", list(ALGORITHMS))
-    _check_settings(cfg)  # before the stages' own checks, which compute with these numbers
-    world_module = importlib.import_module(WORLDS[cfg.world.name][0])
-    if hasattr(world_module, "validate"):
-        world_module.validate(cfg)  # world-specific settings (token_bandit's reward, synth_lm's task)
-    _choice(cfg.algo.name, "algo", list(ALGORITHMS))
-    _choice(cfg.data.name, "data", list(SOURCES))
-    _choice(cfg.labeller, "labeller", list(LABELLERS))
-    _check_labeller(cfg)
+    _check_numbers(cfg)  # before the world's own checks, which compute with its numbers
+    _choice(cfg.logger.name, "logger", ["jsonl", "wandb"])
+    _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
+    _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
+    _choice(cfg.generator, "generator", ["hf", "vllm"])
+    _choice(cfg.parallel, "parallel", list(PARALLEL))
+    _choice(cfg.precision, "precision", ["auto", "fp32", "bf16"])
     if cfg.generator == "vllm" and cfg.get("sampler_from") is not None:
         raise ConfigError("sampler_from holds several fixed samplers and needs generator=hf")
-    _positive_int(cfg, "algo.samples_per_prompt", minimum=2 if ALGORITHMS[cfg.algo.name].kind == "pairs" else 1)
+    _choice(cfg.algo.get("logp_reduction", "sum"), "algo.logp_reduction", ["sum", "mean"])
+    if cfg.algo.name == "ipo":
+        _choice(cfg.algo.form, "algo.form", ["tang", "azar"])
+    _choice(cfg.replay.order, "replay.order", ["original", "shuffled"])
+    window = cfg.replay.shuffle_window
+    if window != "all":
+        _period(window, "replay.shuffle_window", allow_inf=False)
+    for key in ("batch_size", "reuse", "algo.samples_per_prompt", "threads", "eval.prompts"):
+        _positive_int(cfg, key)
+    for key in ("steps", "eval.every", "checkpoint_every"):
+        _positive_int(cfg, key, minimum=0)
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.sync_every = schema.as_period(cfg.sync_every, "sync_every")
-        cfg.ref_sync_every = schema.as_period(cfg.ref_sync_every, "ref_sync_every")
-    if cfg.data.name == "dataset":
-        _check_dataset(cfg.data)
+        cfg.sync_every = _period(cfg.sync_every, "sync_every")
+        cfg.ref_sync_every = _period(cfg.ref_sync_every, "ref_sync_every")
     for key in ("data.path", "init_from", "eval.baseline"):
         value = OmegaConf.select(cfg, key)
         if key == "data.path" and cfg.data.name == "dataset":
-            continue  # may be a hub name: checked above
+            continue  # may be a hub name: data=dataset's own check (sources.check_dataset) reads it
         if value is not None and value != "sft" and not Path(value).exists():
             raise ConfigError(f"{key}={value!r} does not exist")
-    _check_sampler_from(cfg)
-    tasks = cfg.eval.get("tasks")
-    if tasks is not None:
-        # worlds with fixed families check names here; world=hf's come from its data (checked by the Evaluator)
-        world_tasks = getattr(world_module, "TASKS", None)
-        names = [tasks] if isinstance(tasks, str) else list(tasks)
-        bad = [t for t in names if not isinstance(t, str) or (world_tasks is not None and t not in world_tasks)]
-        if bad or isinstance(tasks, str) or not names:
-            valid = f"a list of {', '.join(world_tasks)}" if world_tasks else "a non-empty list of task names"
-            raise ConfigError(f"eval.tasks={tasks if isinstance(tasks, str) else names!r} is invalid; valid: {valid}")
     for fraction in cfg.get("snapshots") or ():
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ConfigError(f"snapshots: {fraction!r} is invalid; valid: fractions of steps in (0, 1]")
     return cfg
 
 
-def _check_settings(cfg) -> None:
-    """Every setting declared in gapstudy/schema.py holds its type, range or choice, so that a typo (seed=abc) or a
-    value that breaks the science (grad_clip=-1, algo.beta=0) stops before anything runs; then the rules between
-    settings and the results root."""
-    schema.check(cfg)
+# every numeric setting outside the group-specific checks: key -> (kind, lower bound, lower bound included, upper
+# bound or None). Keys absent from a composed config (another world's) are skipped; null is refused unless the key
+# is in NULLABLE (its comment in configs/ says what null means).
+NUMBERS = {
+    "seed": ("int", 0, True, None),
+    "lr": ("number", 0, False, None),
+    "weight_decay": ("number", 0, True, None),
+    # the max gradient norm: clip_grad_norm_ with 0 zeroes every gradient (nothing is learned) and a negative one
+    # flips them; "no clipping" is written grad_clip=null
+    "grad_clip": ("number", 0, False, None),
+    "temperature": ("number", 0, False, None),
+    # DPO's and IPO's beta is the KL strength; at 0 the DPO gradient vanishes and IPO's target 1/(2 beta) is
+    # infinite, and a negative beta reverses the preference. GRPO's beta=0 is a known choice: no KL term.
+    "algo.beta": ("number", 0, False, None),
+    "algo.clip_eps": ("number", 0, False, None),
+    "proxy.pairs": ("int", 1, True, None),
+    "proxy.epochs": ("int", 1, True, None),
+    "proxy.lr": ("number", 0, False, None),
+    "proxy.batch_size": ("int", 1, True, None),
+    "vllm.gpu_memory_utilization": ("number", 0, False, 1),
+    # the built worlds' sizes and rates (world=hf checks its own in gapstudy/worlds/hf.py)
+    "world.vocab": ("int", 1, True, None),
+    "world.response_tokens": ("int", 1, True, None),
+    "world.histogram_draws": ("int", 1, True, None),
+    "world.cauchy_loc": ("number", None, True, None),
+    "world.cauchy_scale": ("number", 0, False, None),
+    "world.reward_width": ("number", 0, False, None),
+    "world.n_layer": ("int", 1, True, None),
+    "world.n_embd": ("int", 1, True, None),
+    "world.n_head": ("int", 1, True, None),
+    "world.pretrain_steps": ("int", 0, True, None),
+    "world.pretrain_lr": ("number", 0, False, None),
+    "world.pretrain_batch_size": ("int", 1, True, None),
+    "world.build_seed": ("int", 0, True, None),
+    "world.eval_prompts": ("int", 1, True, None),
+    "world.train_prompts": ("int", 1, True, None),
+    "world.max_new_tokens": ("int", 1, True, None),
+    "world.corpus_size": ("int", 1, True, None),
+    "world.corpus_math_fraction": ("number", 0, True, 1),
+    "world.math_max_digits": ("int", 1, True, None),
+    "world.math_scratchpad_prob": ("number", 0, True, 1),
+    "world.math_correct_scratchpad": ("number", 0, True, 1),
+    "world.math_correct_direct": ("number", 0, True, 1),
+    "world.chat_prompt_min_words": ("int", 1, True, None),
+    "world.chat_prompt_max_words": ("int", 1, True, None),
+    "world.chat_length_mean": ("number", 0, True, None),
+    "world.chat_max_words": ("int", 1, True, None),
+    "world.chat_repeat_prob": ("number", 0, True, 1),
+    "world.chat_target_length": ("number", 0, False, None),
+    "world.chat_overlength_width": ("number", 0, False, None),
+    "world.chat_relevance_power": ("number", 0, True, None),
+    "world.chat_repeat_power": ("number", 0, True, None),
+    "world.label_scale": ("number", 0, False, None),
+    "world.ref_concentration": ("number", 0, False, None),
+}
+NULLABLE = ("grad_clip",)
+BOOLEANS = ("disable_dropout", "save_pair_log", "save_checkpoint", "progress", "data.shuffle")
+
+
+def _check_numbers(cfg) -> None:
+    """Every setting of NUMBERS and BOOLEANS present in cfg has the right type and range, so that a typo
+    (seed=abc) or a value that breaks the science (grad_clip=-1, algo.beta=0) stops before anything runs."""
+    for key, (kind, low, low_included, high) in NUMBERS.items():
+        if OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False) == "<absent>":
+            continue
+        if key == "algo.beta" and cfg.algo.name == "grpo":
+            low_included = True  # beta=0: GRPO without its KL term
+        value = OmegaConf.select(cfg, key)
+        if value is None and key in NULLABLE:
+            continue
+        numeric = not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
+        ok = numeric and not (isinstance(value, float) and math.isnan(value))
+        if ok and low is not None:
+            ok = value >= low if low_included else value > low
+        if ok and high is not None:
+            ok = value <= high
+        if not ok:
+            what = "an integer" if kind == "int" else "a number"
+            if low is not None and high is not None:
+                valid = f"{what} in {'[' if low_included else '('}{low}, {high}]"
+            elif low is not None:
+                valid = (f"{what} >= {low}" if low_included else
+                         ("a positive number" if kind == "number" and low == 0 else f"{what} > {low}"))
+            else:
+                valid = what
+            if key in NULLABLE:
+                valid += ", or null (no clipping)" if key == "grad_clip" else ", or null"
+            raise ConfigError(f"{key}={value!r} is invalid; valid: {valid}")
+    for key in BOOLEANS:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")
     if "n_head" in cfg.world and "n_embd" in cfg.world and cfg.world.n_embd % cfg.world.n_head:
         raise ConfigError(f"world.n_embd={cfg.world.n_embd} is invalid; valid: a multiple of world.n_head="
                           f"{cfg.world.n_head}")
@@ -224,13 +315,6 @@ def check_results_root(value, key: str = "paths.results", must_exist: bool = Fal
         raise ConfigError(f"{key}={value!r} is invalid: {str(existing)!r} is not writable (permission denied)")
 
 
-LABELLERS = {
-    "gold": "the world's gold reward",
-    "proxy": "a Bradley-Terry RM trained on gold-labelled reference pairs, or proxy.path (gapstudy train-rm)",
-    "judge": "a pairwise LLM judge (judge.model), both response orders, inconsistent verdicts are ties",
-}
-
-
 LOCAL_PREFIXES = ("/", "./", "../", "~")  # a hub name never starts so: such a value is meant as a local path
 
 
@@ -240,94 +324,26 @@ def check_name_or_path(key: str, value) -> None:
         raise ConfigError(f"{key}={value!r} does not exist")
 
 
-def _check_dataset(d) -> None:
-    """data=dataset: data.path is a hub name or a local path (a value written as a path must exist; a hub name is
-    checked when it loads); the split and the chosen/rejected fields are names, the subset and prompt field may be
-    null."""
-    if not isinstance(d.path, str) or not d.path.strip():
-        raise ConfigError(f"data.path={d.path!r} is invalid; valid: a hub dataset name or a local path")
-    check_name_or_path("data.path", d.path)
-    for key, nullable in (("split", False), ("subset", True), ("prompt_field", True), ("chosen_field", False),
-                          ("rejected_field", False)):
-        value = d.get(key)
-        if not (isinstance(value, str) and value) and not (nullable and value is None):
-            raise ConfigError(f"data.{key}={value!r} is invalid; valid: a name" + (" or null" if nullable else ""))
-    for key in ("max_prompt_tokens", "max_response_tokens"):
-        value = d.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"data.{key}={value!r} is invalid; valid: an integer >= 1 or null")
-
-
-def check_chat_template(value) -> None:
-    if not (value == "auto" or isinstance(value, bool)):
-        raise ConfigError(f"world.chat_template={value!r} is invalid; valid choices: auto, true, false")
-
-
-def _check_labeller(cfg) -> None:
-    """proxy.path must be a directory; labeller=judge needs judge.model and a usable template."""
-    path = OmegaConf.select(cfg, "proxy.path")
-    if path is not None:
-        if not Path(str(path)).expanduser().exists():
-            raise ConfigError(f"proxy.path={path!r} does not exist")
-        if not Path(str(path)).expanduser().is_dir():
-            raise ConfigError(f"proxy.path={path!r} is not a directory; valid: a reward model directory written by "
-                              "gapstudy train-rm")
-    if cfg.labeller != "judge":
-        return
-    j = cfg.judge
-    if not j.model or not isinstance(j.model, str):
-        raise ConfigError("labeller=judge needs judge.model (a causal LM's hub name or local directory)")
-    check_name_or_path("judge.model", j.model)
-    from gapstudy.judge import check_template
-
-    check_template(j.template)
-    tokens = j.tokens
-    if isinstance(tokens, str) or len(tokens) != 2 or not all(isinstance(t, str) and t for t in tokens):
-        raise ConfigError(f"judge.tokens={OmegaConf.to_container(tokens) if not isinstance(tokens, str) else tokens!r}"
-                          " is invalid; valid: two verdict strings, e.g. [A, B]")
-    _positive_int(cfg, "judge.batch_size")
-
-
 def validate_rm(cfg: DictConfig) -> DictConfig:
-    """The settings `gapstudy train-rm` reads: the world's tokenizer, data.* (a preference dataset) and rm.*."""
-    from gapstudy.worlds import WORLDS
-
-    _choice(cfg.world.name, "world", list(WORLDS))
+    """The settings `gapstudy train-rm` reads beyond its world's and its dataset's (gapstudy.train_rm.validate checks
+    those): data=dataset, data.path, rm.* and the run-wide numbers."""
     _choice(cfg.data.name, "data", ["dataset"])
     for key in ("data.path", "rm.out") + (("world.model",) if cfg.world.name == "hf" else ()):
         if OmegaConf.select(cfg, key, throw_on_missing=False) is None:  # ??? or null
             raise ConfigError(f"train-rm needs {key} (give it as {key}=...)")
-    _check_dataset(cfg.data)
-    world_module = importlib.import_module(WORLDS[cfg.world.name][0])
-    if cfg.world.name != "hf" and hasattr(world_module, "validate"):
-        world_module.validate(cfg)  # the built worlds' own settings (token_bandit's reward, synth_lm's task)
-    if cfg.world.name == "hf":
-        check_chat_template(cfg.world.chat_template)
-        check_name_or_path("world.model", cfg.world.model)
     if cfg.rm.base is not None:
         check_name_or_path("rm.base", cfg.rm.base)
-    schema.check(cfg, "rm", "seed", "threads", "device")
+    for key in ("rm.epochs", "rm.batch_size", "threads"):
+        _positive_int(cfg, key)
+    _positive_int(cfg, "seed", minimum=0)
+    if isinstance(cfg.rm.lr, bool) or not isinstance(cfg.rm.lr, (int, float)) or cfg.rm.lr <= 0:
+        raise ConfigError(f"rm.lr={cfg.rm.lr!r} is invalid; valid: a positive number")
+    fraction = cfg.rm.eval_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"rm.eval_fraction={fraction!r} is invalid; valid: a number in [0, 1)")
+    _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
     check_results_root(cfg.paths.results)
     return cfg
-
-
-def _check_sampler_from(cfg) -> None:
-    sources = cfg.get("sampler_from")
-    if sources is None:
-        return
-    paths = [sources] if isinstance(sources, str) else list(sources)
-    if not paths:
-        raise ConfigError("sampler_from=[] is invalid; valid: null, `sft`, a checkpoint directory or a list of them")
-    if cfg.data.name != "policy":
-        raise ConfigError(f"sampler_from needs data=policy (it replaces the sampler), not data={cfg.data.name}")
-    if not math.isinf(cfg.sync_every):
-        raise ConfigError(f"sampler_from holds fixed policies: it needs sync_every=inf, not {cfg.sync_every}")
-    for path in paths:
-        if path != "sft" and not Path(path).exists():
-            raise ConfigError(f"sampler_from: {path!r} does not exist")
-    if int(cfg.algo.samples_per_prompt) % len(paths):
-        raise ConfigError(f"algo.samples_per_prompt={cfg.algo.samples_per_prompt} must be a multiple of the "
-                          f"{len(paths)} samplers of sampler_from")
 
 
 def open_dict(cfg):

@@ -43,7 +43,9 @@ import inspect
 import re
 
 import torch
+from omegaconf import OmegaConf
 
+from gapstudy.config import check_name_or_path
 from gapstudy.errors import ConfigError, first_line
 
 TEMPLATE = (
@@ -66,6 +68,22 @@ def check_template(template) -> None:
     if missing:
         raise ConfigError(f"judge.template lacks {', '.join(missing)}; valid: a string with {{prompt}}, {{response_a}} "
                      "and {response_b}")
+
+
+def check(cfg) -> None:
+    """labeller=judge's settings: judge.model names a causal LM, a usable template, two verdict strings."""
+    j = cfg.judge
+    if not j.model or not isinstance(j.model, str):
+        raise ConfigError("labeller=judge needs judge.model (a causal LM's hub name or local directory)")
+    check_name_or_path("judge.model", j.model)
+    check_template(j.template)
+    tokens = j.tokens
+    if isinstance(tokens, str) or len(tokens) != 2 or not all(isinstance(t, str) and t for t in tokens):
+        raise ConfigError(f"judge.tokens={OmegaConf.to_container(tokens) if not isinstance(tokens, str) else tokens!r}"
+                          " is invalid; valid: two verdict strings, e.g. [A, B]")
+    size = j.batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"judge.batch_size={size!r} is invalid; valid: an integer >= 1")
 
 
 def fill(template: str, prompt: str, response_a: str, response_b: str) -> str:

@@ -16,13 +16,15 @@ from omegaconf import OmegaConf
 
 from gapstudy import distributed
 from gapstudy.algorithms import ALGORITHMS, stats_to_metrics
+from gapstudy.data.batches import collate
+from gapstudy.data.pair_log import PairLogWriter
 from gapstudy.evaluation import Evaluator
 from gapstudy.generation import HFGenerator, MixtureGenerator
 from gapstudy.logprobs import token_logps
 from gapstudy.metrics import JsonlLogger, WandbLogger, truncate_metrics
 from gapstudy.rewards import make_labeller
-from gapstudy.sources import SOURCES, PairLogWriter, collate
 from gapstudy.runtime import disable_dropout, frozen, load_policy, precision, resolve_device
+from gapstudy.sources import make_source
 from gapstudy.worlds import build_world
 
 
@@ -161,9 +163,9 @@ def _train(cfg, run_dir: Path, where: dict) -> dict:
     reference = anchor if math.isinf(cfg.ref_sync_every) else frozen(policy, frozen_dtype)
     baseline = anchor if cfg.eval.baseline is None else frozen(load_policy(_policy_path(cfg.eval.baseline, world),
                                                                             device), frozen_dtype)
-    source = SOURCES[cfg.data.name][0](cfg, world, labeller, algorithm.kind, int(cfg.seed))
+    source = make_source(cfg, world, labeller, algorithm.kind, int(cfg.seed))
     sampler = make_sampler(cfg, world, policy, device, frozen_dtype) if source.needs_sampler else None
-    steps = min(int(cfg.steps), len(source)) if hasattr(source, "__len__") else int(cfg.steps)  # a log can run out
+    steps = int(cfg.steps) if source.length is None else min(int(cfg.steps), source.length)  # a log can run out
     evaluator = Evaluator(cfg, world, anchor, baseline, proxy, device)
     whole = distributed.FullPolicy(policy, sharded, frozen_dtype)  # the policy as one model: syncs, evaluation, saving
     if sharded:

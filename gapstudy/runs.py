@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from gapstudy.config import ConfigError, compose, run_name, validate
+from gapstudy.config import ConfigError, compose, run_name
 
 
 def quiet_libraries() -> None:
@@ -82,6 +82,18 @@ def run_dir_for(cfg: DictConfig, name: str) -> Path:
 
 def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / "final.json").exists()
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """config.validate (the settings every run has), then each stage's own settings, checked by the stage that
+    reads them, the world first (toy8x8 writes the dataset a data.path may name): a bad setting stops here, with
+    one line, before anything is written. Returns the config with its periods normalised."""
+    from gapstudy import algorithms, config, rewards, sources, worlds
+
+    cfg = config.validate(cfg)
+    for check in (worlds.check, algorithms.check, rewards.check, sources.check):
+        check(cfg)
+    return cfg
 
 
 def prepare(overrides: list[str] | tuple[str, ...], cfg: DictConfig | None = None,

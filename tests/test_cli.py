@@ -13,7 +13,8 @@ import pytest
 
 from conftest import FAST, train_run
 from gapstudy import cli
-from gapstudy.config import CONFIG_DIR, ConfigError, compose, group_options, validate
+from gapstudy.config import CONFIG_DIR, ConfigError, compose, group_options
+from gapstudy.runs import validate
 
 
 def snapshot(root: Path) -> dict:

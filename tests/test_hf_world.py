@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from conftest import series, train_run
-from gapstudy.config import ConfigError, compose, validate
+from gapstudy.config import ConfigError, compose
 from gapstudy.generation import left_pad
+from gapstudy.runs import validate
 from gapstudy.verifiers import VERIFIERS, gsm8k_reward, math_verify_reward
 from gapstudy.worlds import build_world
 
@@ -260,7 +261,7 @@ def test_replay_and_dataset_regimes_run_end_to_end(assets, tmp_path):
     losses = series(records, "train/loss")
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     # text prompts of a preference dataset are rendered as the policy sees prompts: with the chat template
-    from gapstudy.sources import read_pair_log
+    from gapstudy.data.pair_log import read_pair_log
 
     world = world_for(assets, tmp_path, dataset_overrides)
     templated = {tuple(world.encode_prompt(f"What is {i} + 1?")) for i in range(6)}

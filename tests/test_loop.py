@@ -39,7 +39,7 @@ def test_replay_in_original_order_reproduces_the_online_run(results, algo):
 
 
 def test_shuffled_replay_keeps_the_rows_but_not_the_run(results):
-    from gapstudy.sources import read_pair_log
+    from gapstudy.data.pair_log import read_pair_log
 
     online_dir, _, online = train_run(results, ["steps=12", "eval.every=4", "batch_size=8", "seed=4"])
     shuffled_dir, _, shuffled = train_run(results, ["steps=12", "eval.every=4", "batch_size=8", "seed=4",
@@ -88,7 +88,7 @@ def test_resume_after_a_crash_matches_the_uninterrupted_run(regime, results, mon
     assert (run_dir / "final.json").exists() and not (run_dir / "state.pt").exists()
     assert [r["step"] for r in resumed] == [r["step"] for r in whole]
     assert_same_metrics(whole, resumed, rel=1e-6)
-    from gapstudy.sources import read_pair_log
+    from gapstudy.data.pair_log import read_pair_log
 
     assert len(read_pair_log(run_dir)) == 10  # the redone steps replaced, not duplicated, in the pair log
 

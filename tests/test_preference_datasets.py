@@ -14,8 +14,11 @@ import time
 import pytest
 
 from conftest import series, train_run
-from gapstudy.config import ConfigError, compose, validate
-from gapstudy.sources import DataError, PairLogWriter, read_preference_rows
+from gapstudy.config import ConfigError, compose
+from gapstudy.data.pair_log import PairLogWriter
+from gapstudy.data.preference import read_preference_rows
+from gapstudy.errors import DataError
+from gapstudy.runs import validate
 from test_hf_world import FAST, make_policy, make_tokenizer
 
 QUESTIONS = [f"Say {w}." for w in "abcdef"]
@@ -210,7 +213,7 @@ def test_data_settings_are_checked_at_start_up(hub, tmp_path):
 
 
 def test_pairs_beyond_the_token_limits_are_dropped_with_a_warning():
-    from gapstudy.sources import drop_long_pairs
+    from gapstudy.data.preference import drop_long_pairs
 
     rows = [{"prompt": [1] * p, "chosen": [2] * c, "rejected": [3] * r} for p, c, r in
             [(4, 2, 2), (5, 2, 2), (4, 3, 1), (4, 1, 3), (3, 3, 3)]]
@@ -232,7 +235,7 @@ def test_a_hub_layout_conversational_dataset_trains_dpo_end_to_end(hub, tmp_path
     run_dir, final, records = train_run(tmp_path, overrides, fast=FAST)
     losses = series(records, "train/loss")
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
-    from gapstudy.sources import read_pair_log
+    from gapstudy.data.pair_log import read_pair_log
 
     rows, _, _ = read(hub, f"data.path={hub['repo']}", "data.split=train_prefs", "data.prompt_field=null")
     trained = [(r["prompt"], r["chosen"], r["rejected"]) for batch in read_pair_log(run_dir) for r in batch]

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from conftest import series, train_run
-from gapstudy import cli, rewards
-from gapstudy.config import ConfigError, compose, validate
+from gapstudy import cli, rewards, train_rm
+from gapstudy.config import ConfigError, compose
 from gapstudy.generation import left_pad
 from gapstudy.judge import TEMPLATE, PairwiseJudge
+from gapstudy.runs import validate
 from test_hf_world import FAST, assets, gsm8k_overrides, make_tokenizer, responses_tensor  # noqa: F401 (fixture)
 
 
@@ -135,11 +136,11 @@ def test_train_rm_learns_the_preference_and_saves_a_loadable_model(trained_rm, c
 
 
 def test_train_rm_renders_text_prompts_with_the_worlds_chat_template(assets, preferences, tmp_path):
-    from gapstudy.sources import read_preference_rows
+    from gapstudy.data.preference import read_preference_rows
 
     cfg = compose(["data=dataset", "world=hf", f"world.model={assets['model']}", f"data.path={preferences}",
                    "data.prompt_field=question", "data.chosen_field=good", "data.rejected_field=bad"])
-    tok, encode, eos, pad, policy = rewards._rm_tokenizer(cfg)
+    tok, encode, eos, pad, policy = train_rm._rm_tokenizer(cfg)
     row = read_preference_rows(cfg.data, tok, eos, encode, str(tmp_path / "cache"))[0]
     assert tok.decode(row["prompt"]).startswith("<bos>[user]Q0: say ") and tok.decode(row["prompt"]).endswith(
         "\n[assistant]")

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from conftest import train_run
+from gapstudy.data.batches import collate
+from gapstudy.data.pair_log import read_pair_log
 from gapstudy.pairs import best_vs_worst, correct_vs_incorrect, select_pairs
-from gapstudy.sources import collate, read_pair_log, shuffle_in_windows
+from gapstudy.sources import shuffle_in_windows
 
 
 def test_best_vs_worst_picks_the_extremes_and_skips_ties():
@@ -139,18 +141,19 @@ def test_golden_is_exactly_the_pairs_the_proxy_learns_from(results):
     import json
 
     from gapstudy.config import compose, validate
-    from gapstudy.rewards import _golden, golden_pairs, train_proxy
-    from gapstudy.sources import _read_shards
+    from gapstudy.data.pair_log import read_shards
+    from gapstudy.golden import draw, golden_pairs
+    from gapstudy.rewards import train_proxy
     from gapstudy.worlds import build_world
 
     overrides = ["world=token_bandit", "world.pretrain_steps=60", "data=golden", "proxy.pairs=64", "proxy.epochs=1",
                  "steps=4", "batch_size=8"]
     cfg = validate(compose([*overrides, f"paths.results={results}"]))
     world = build_world(cfg, results)
-    rows = _read_shards(golden_pairs(world, cfg, results).parent)
+    rows = read_shards(golden_pairs(world, cfg, results).parent)
     info = json.loads((train_proxy(world, cfg, results) / "proxy.json").read_text())
     assert len(rows) == info["train_pairs"] > 50  # the proxy's training set, ties dropped
-    s, gold, _, loser, train_idx, _ = _golden(world, cfg, "cpu")
+    s, gold, _, loser, train_idx, _ = draw(world, cfg, "cpu")
     assert [r["chosen"] for r in rows] == [s.responses[2 * i + 1 - int(loser[i])].tolist() for i in train_idx.tolist()]
     chosen = torch.tensor([r["prompt"] + r["chosen"] for r in rows])
     rejected = torch.tensor([r["prompt"] + r["rejected"] for r in rows])

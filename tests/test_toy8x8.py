@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from gapstudy.config import ConfigError, compose, validate
+from gapstudy.config import ConfigError, compose
+from gapstudy.runs import validate
 from gapstudy.worlds import build_world
 from gapstudy.worlds.toy8x8 import (PROMPT_IDS, RESPONSE_IDS, SIZE, pair_rows, reference_table, rejected_responses,
                                     response_probabilities, uncovered_cells)
@@ -72,7 +73,7 @@ def test_samples_are_single_response_tokens_and_gold_is_the_diagonal(toy):
 
 
 def test_the_dataset_covers_exactly_the_documented_cells_with_bradley_terry_labels(toy):
-    from gapstudy.sources import read_preference_rows
+    from gapstudy.data.preference import read_preference_rows
 
     cfg, world, _ = toy
     path = Path(cfg.world.pairs_path)

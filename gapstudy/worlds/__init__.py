@@ -6,11 +6,14 @@ hub model. Add a world by writing a module with a `build(cfg, cache_dir) -> Worl
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from gapstudy.errors import ConfigError
 
 # world name -> (module, one-line description); modules are imported lazily
 WORLDS: dict[str, tuple[str, str]] = {
@@ -47,14 +50,29 @@ class World:
     extra_metrics: Callable | None = None
 
 
-def build_world(cfg, cache_root: Path) -> World:
-    name = cfg.world.name
-    if name not in WORLDS:
-        raise ValueError(f"unknown world {name!r}; valid choices: {', '.join(WORLDS)}")
-    import importlib
+def check(cfg) -> None:
+    """The world's settings (on a config that config.validate passed): world.name names a world, the world's own
+    `validate` (token_bandit's reward, synth_lm's task, ...), eval.tasks among its prompt families."""
+    if cfg.world.name not in WORLDS:
+        raise ConfigError(f"world={cfg.world.name!r} is invalid; valid choices: {', '.join(WORLDS)}")
+    module = importlib.import_module(WORLDS[cfg.world.name][0])
+    if hasattr(module, "validate"):
+        module.validate(cfg)
+    tasks = cfg.eval.get("tasks")
+    if tasks is not None:
+        # worlds with fixed families check names here; world=hf's come from its data (checked by the Evaluator)
+        world_tasks = getattr(module, "TASKS", None)
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        bad = [t for t in names if not isinstance(t, str) or (world_tasks is not None and t not in world_tasks)]
+        if bad or isinstance(tasks, str) or not names:
+            valid = f"a list of {', '.join(world_tasks)}" if world_tasks else "a non-empty list of task names"
+            raise ConfigError(f"eval.tasks={tasks if isinstance(tasks, str) else names!r} is invalid; valid: {valid}")
 
-    module = importlib.import_module(WORLDS[name][0])
-    return module.build(cfg, Path(cache_root))
+
+def build_world(cfg, cache_root: Path) -> World:
+    """The world cfg.world names, its settings checked, built (or loaded from the cache under cache_root)."""
+    check(cfg)
+    return importlib.import_module(WORLDS[cfg.world.name][0]).build(cfg, Path(cache_root))
 
 
 def word_level_tokenizer(words: list[str], specials: list[str], directory: Path | None = None):

@@ -32,10 +32,11 @@ from pathlib import Path
 import torch
 
 from gapstudy import schema
+from gapstudy.config import check_name_or_path
 from gapstudy.errors import ConfigError, RewardError, first_line
-from gapstudy.sources import load_records
 from gapstudy.verifiers import VERIFIERS
 from gapstudy.worlds import World
+from gapstudy.worlds.records import dataset_cache_dir, load_records
 
 REWARD_KINDS = (*VERIFIERS, "model")
 
@@ -200,10 +201,13 @@ class RewardModelReward:
 
 
 # ---------------------------------------------------------------- config
+def check_chat_template(value) -> None:
+    if not (value == "auto" or isinstance(value, bool)):
+        raise ConfigError(f"world.chat_template={value!r} is invalid; valid choices: auto, true, false")
+
+
 def validate(cfg) -> None:
     """Cheap checks of world.* (nothing is loaded here)."""
-    from gapstudy.config import check_name_or_path
-
     schema.check(cfg, "world")  # the declared types, ranges and choices (gapstudy/schema.py)
     w = cfg.world
     kind = w.reward.kind
@@ -272,7 +276,7 @@ def build(cfg, cache_root: Path) -> World:
     model = str(w.model)
     tokenizer, encode = prompt_encoder(w)
 
-    cache_dir = str(Path(cache_root) / ".cache" / "datasets")
+    cache_dir = dataset_cache_dir(cache_root)
     fields = {"field": p.field, "answer_field": p.answer_field if kind in VERIFIERS else None,
               "task_field": p.task_field}
     data = load_records(p.path, p.split, p.get("subset"), cache_dir, key="world.prompts.path")
