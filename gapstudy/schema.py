@@ -51,7 +51,8 @@ def flag():
 
 
 def period(inf: bool = True, words: tuple[str, ...] = ()):
-    """sync_every-style: a positive integer, or inf (`inf`), or one of `words` (replay.shuffle_window's all)."""
+    """sync_every-style: a positive integer, or inf (written inf, infinity or never) unless `inf` is false, or one
+    of `words` (replay.shuffle_window's all)."""
     return field(default=MISSING, metadata={"kind": "period", "inf": inf, "words": words})
 
 
