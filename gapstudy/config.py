@@ -6,11 +6,11 @@ into a checked config and a folder name that differs for every choice that varie
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gapstudy import schema
 from gapstudy.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -113,17 +113,6 @@ def _is_list_index(key: str) -> bool:
     return key.rpartition(".")[2].isdigit()
 
 
-def _period(value, key: str, allow_inf: bool = True) -> float:
-    """sync_every-style settings: a positive int, or inf."""
-    if isinstance(value, str) and value.lower() in ("inf", "infinity", "never"):
-        return math.inf
-    if isinstance(value, float) and math.isinf(value) and value > 0 and allow_inf:
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid; valid: a positive integer" + (" or inf" if allow_inf else ""))
-    return int(value)
-
-
 def group_options(group: str) -> list[str]:
     """The options of a config group: the yaml files in configs/<group>/."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
@@ -144,45 +133,20 @@ def _choice(value, key: str, choices) -> None:
         raise ConfigError(f"{key}={value!r} is invalid; valid choices: {', '.join(map(str, choices))}")
 
 
-def _positive_int(cfg, key: str, minimum: int = 1) -> None:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r} is invalid; valid: an integer >= {minimum}")
-
-
 def validate(cfg: DictConfig) -> DictConfig:
     """Check the settings every run has (types, ranges, the choices no stage owns); return the config with periods
     normalised (inf as float). Each stage checks its own settings against its registry when it is built, and
     runs.prepare runs those checks right after this one (gapstudy.runs.validate), before anything is written."""
-    from gapstudy.distributed import PARALLEL
-
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required setting(s): {', '.join(missing)} (give them as KEY=VALUE)")
-    _check_numbers(cfg)  # before the world's own checks, which compute with its numbers
-    _choice(cfg.logger.name, "logger", ["jsonl", "wandb"])
-    _choice(cfg.optimizer, "optimizer", ["adam", "adamw", "sgd"])
-    _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
-    _choice(cfg.generator, "generator", ["hf", "vllm"])
-    _choice(cfg.parallel, "parallel", list(PARALLEL))
-    _choice(cfg.precision, "precision", ["auto", "fp32", "bf16"])
+    _check_settings(cfg)  # before the stages' own checks, which compute with these numbers
     if cfg.generator == "vllm" and cfg.get("sampler_from") is not None:
         raise ConfigError("sampler_from holds several fixed samplers and needs generator=hf")
-    _choice(cfg.algo.get("logp_reduction", "sum"), "algo.logp_reduction", ["sum", "mean"])
-    if cfg.algo.name == "ipo":
-        _choice(cfg.algo.form, "algo.form", ["tang", "azar"])
-    _choice(cfg.replay.order, "replay.order", ["original", "shuffled"])
-    window = cfg.replay.shuffle_window
-    if window != "all":
-        _period(window, "replay.shuffle_window", allow_inf=False)
-    for key in ("batch_size", "reuse", "algo.samples_per_prompt", "threads", "eval.prompts"):
-        _positive_int(cfg, key)
-    for key in ("steps", "eval.every", "checkpoint_every"):
-        _positive_int(cfg, key, minimum=0)
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.sync_every = _period(cfg.sync_every, "sync_every")
-        cfg.ref_sync_every = _period(cfg.ref_sync_every, "ref_sync_every")
+        cfg.sync_every = schema.as_period(cfg.sync_every, "sync_every")
+        cfg.ref_sync_every = schema.as_period(cfg.ref_sync_every, "ref_sync_every")
     for key in ("data.path", "init_from", "eval.baseline"):
         value = OmegaConf.select(cfg, key)
         if key == "data.path" and cfg.data.name == "dataset":
@@ -195,98 +159,11 @@ def validate(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-# every numeric setting outside the group-specific checks: key -> (kind, lower bound, lower bound included, upper
-# bound or None). Keys absent from a composed config (another world's) are skipped; null is refused unless the key
-# is in NULLABLE (its comment in configs/ says what null means).
-NUMBERS = {
-    "seed": ("int", 0, True, None),
-    "lr": ("number", 0, False, None),
-    "weight_decay": ("number", 0, True, None),
-    # the max gradient norm: clip_grad_norm_ with 0 zeroes every gradient (nothing is learned) and a negative one
-    # flips them; "no clipping" is written grad_clip=null
-    "grad_clip": ("number", 0, False, None),
-    "temperature": ("number", 0, False, None),
-    # DPO's and IPO's beta is the KL strength; at 0 the DPO gradient vanishes and IPO's target 1/(2 beta) is
-    # infinite, and a negative beta reverses the preference. GRPO's beta=0 is a known choice: no KL term.
-    "algo.beta": ("number", 0, False, None),
-    "algo.clip_eps": ("number", 0, False, None),
-    "proxy.pairs": ("int", 1, True, None),
-    "proxy.epochs": ("int", 1, True, None),
-    "proxy.lr": ("number", 0, False, None),
-    "proxy.batch_size": ("int", 1, True, None),
-    "vllm.gpu_memory_utilization": ("number", 0, False, 1),
-    # the built worlds' sizes and rates (world=hf checks its own in gapstudy/worlds/hf.py)
-    "world.vocab": ("int", 1, True, None),
-    "world.response_tokens": ("int", 1, True, None),
-    "world.histogram_draws": ("int", 1, True, None),
-    "world.cauchy_loc": ("number", None, True, None),
-    "world.cauchy_scale": ("number", 0, False, None),
-    "world.reward_width": ("number", 0, False, None),
-    "world.n_layer": ("int", 1, True, None),
-    "world.n_embd": ("int", 1, True, None),
-    "world.n_head": ("int", 1, True, None),
-    "world.pretrain_steps": ("int", 0, True, None),
-    "world.pretrain_lr": ("number", 0, False, None),
-    "world.pretrain_batch_size": ("int", 1, True, None),
-    "world.build_seed": ("int", 0, True, None),
-    "world.eval_prompts": ("int", 1, True, None),
-    "world.train_prompts": ("int", 1, True, None),
-    "world.max_new_tokens": ("int", 1, True, None),
-    "world.corpus_size": ("int", 1, True, None),
-    "world.corpus_math_fraction": ("number", 0, True, 1),
-    "world.math_max_digits": ("int", 1, True, None),
-    "world.math_scratchpad_prob": ("number", 0, True, 1),
-    "world.math_correct_scratchpad": ("number", 0, True, 1),
-    "world.math_correct_direct": ("number", 0, True, 1),
-    "world.chat_prompt_min_words": ("int", 1, True, None),
-    "world.chat_prompt_max_words": ("int", 1, True, None),
-    "world.chat_length_mean": ("number", 0, True, None),
-    "world.chat_max_words": ("int", 1, True, None),
-    "world.chat_repeat_prob": ("number", 0, True, 1),
-    "world.chat_target_length": ("number", 0, False, None),
-    "world.chat_overlength_width": ("number", 0, False, None),
-    "world.chat_relevance_power": ("number", 0, True, None),
-    "world.chat_repeat_power": ("number", 0, True, None),
-    "world.label_scale": ("number", 0, False, None),
-    "world.ref_concentration": ("number", 0, False, None),
-}
-NULLABLE = ("grad_clip",)
-BOOLEANS = ("disable_dropout", "save_pair_log", "save_checkpoint", "progress", "data.shuffle")
-
-
-def _check_numbers(cfg) -> None:
-    """Every setting of NUMBERS and BOOLEANS present in cfg has the right type and range, so that a typo
-    (seed=abc) or a value that breaks the science (grad_clip=-1, algo.beta=0) stops before anything runs."""
-    for key, (kind, low, low_included, high) in NUMBERS.items():
-        if OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=False) == "<absent>":
-            continue
-        if key == "algo.beta" and cfg.algo.name == "grpo":
-            low_included = True  # beta=0: GRPO without its KL term
-        value = OmegaConf.select(cfg, key)
-        if value is None and key in NULLABLE:
-            continue
-        numeric = not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
-        ok = numeric and not (isinstance(value, float) and math.isnan(value))
-        if ok and low is not None:
-            ok = value >= low if low_included else value > low
-        if ok and high is not None:
-            ok = value <= high
-        if not ok:
-            what = "an integer" if kind == "int" else "a number"
-            if low is not None and high is not None:
-                valid = f"{what} in {'[' if low_included else '('}{low}, {high}]"
-            elif low is not None:
-                valid = (f"{what} >= {low}" if low_included else
-                         ("a positive number" if kind == "number" and low == 0 else f"{what} > {low}"))
-            else:
-                valid = what
-            if key in NULLABLE:
-                valid += ", or null (no clipping)" if key == "grad_clip" else ", or null"
-            raise ConfigError(f"{key}={value!r} is invalid; valid: {valid}")
-    for key in BOOLEANS:
-        value = OmegaConf.select(cfg, key, default=False)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")
+def _check_settings(cfg) -> None:
+    """Every setting declared in gapstudy/schema.py holds its type, range or choice, so that a typo (seed=abc) or a
+    value that breaks the science (grad_clip=-1, algo.beta=0) stops before anything runs; then the rules between
+    settings and the results root."""
+    schema.check(cfg)
     if "n_head" in cfg.world and "n_embd" in cfg.world and cfg.world.n_embd % cfg.world.n_head:
         raise ConfigError(f"world.n_embd={cfg.world.n_embd} is invalid; valid: a multiple of world.n_head="
                           f"{cfg.world.n_head}")
@@ -333,15 +210,7 @@ def validate_rm(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"train-rm needs {key} (give it as {key}=...)")
     if cfg.rm.base is not None:
         check_name_or_path("rm.base", cfg.rm.base)
-    for key in ("rm.epochs", "rm.batch_size", "threads"):
-        _positive_int(cfg, key)
-    _positive_int(cfg, "seed", minimum=0)
-    if isinstance(cfg.rm.lr, bool) or not isinstance(cfg.rm.lr, (int, float)) or cfg.rm.lr <= 0:
-        raise ConfigError(f"rm.lr={cfg.rm.lr!r} is invalid; valid: a positive number")
-    fraction = cfg.rm.eval_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ConfigError(f"rm.eval_fraction={fraction!r} is invalid; valid: a number in [0, 1)")
-    _choice(cfg.device, "device", ["cpu", "cuda", "auto"])
+    schema.check(cfg, "rm", "seed", "threads", "device")
     check_results_root(cfg.paths.results)
     return cfg
 
