@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from gapstudy.errors import ConfigError
 from gapstudy.generation import left_pad, sample
 from gapstudy.logprobs import entropy, exact_kl, response_logits
 
@@ -22,8 +23,6 @@ class Evaluator:
     def __init__(self, cfg, world, anchor, baseline, proxy=None, device="cpu"):
         keep = cfg.eval.get("tasks")  # null = every family of the world
         if keep is not None and set(keep) - set(world.tasks):
-            from gapstudy.errors import ConfigError
-
             raise ConfigError(f"eval.tasks: {', '.join(sorted(set(keep) - set(world.tasks)))} not among this world's "
                               f"prompt families; valid: {', '.join(world.tasks)}")
         rows = [i for i, t in enumerate(world.eval_tasks) if keep is None or t in keep]
