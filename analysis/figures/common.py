@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
@@ -75,12 +76,10 @@ def arm_legend(fig: Figure, ax, handles=None, title: str | None = None) -> None:
         fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False)
 
 
-def seed_mean_band(df: pd.DataFrame, key: str, x: str) -> pd.DataFrame:
-    """Per x value: mean over seeds (runs of a seed averaged first), and its standard error (NaN for one seed)."""
-    per_seed = df.groupby(["seed", x], dropna=False)[key].mean().reset_index()
-    summary = per_seed.groupby(x)[key].agg(["mean", "std", "count"])
-    summary["sem"] = summary["std"] / np.sqrt(summary["count"])
-    return summary.reset_index()
+def per_seed_means(df: pd.DataFrame, key: str, x: str) -> pd.DataFrame:
+    """(seed, x, value): per seed and x value, the mean of `key` over the seed's runs (a swept arm has several runs
+    per seed), so that each seed counts once in the mean and standard error over seeds."""
+    return df.groupby(["seed", x], dropna=False)[key].mean().rename("value").reset_index()
 
 
 def with_samples(df: pd.DataFrame) -> pd.DataFrame:
@@ -95,16 +94,15 @@ def with_samples(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def mean_band(ax, curve: pd.DataFrame, x: str, arm: str, label: str, alpha: float):
-    """An arm's seed-mean line over `x` with a ±1 s.e. band where the s.e. is defined (>= 2 seeds); returns the line
-    and whether a band was drawn."""
-    color = arm_color(arm)
-    (line,) = ax.plot(curve[x], curve["mean"], color=color, linestyle=arm_linestyle(arm), label=label)
-    band = curve[np.isfinite(curve["sem"])]
-    if not band.empty:
-        ax.fill_between(band[x], band["mean"] - band["sem"], band["mean"] + band["sem"], color=color, alpha=alpha,
-                        linewidth=0)
-    return line, not band.empty
+def mean_band(ax, per_seed: pd.DataFrame, x: str, arm: str, label: str, alpha: float):
+    """An arm's line over `x` of the mean over seeds of `per_seed` (per_seed_means), with a ±1 standard-error band
+    (seaborn's errorbar="se": std over seeds / √n) at the x values two or more seeds reached; returns the line and
+    whether a band was drawn."""
+    banded = bool((per_seed.groupby(x)["value"].count() >= 2).any())
+    sns.lineplot(x=per_seed[x].to_numpy(), y=per_seed["value"].to_numpy(), estimator="mean",
+                 errorbar="se" if banded else None, color=arm_color(arm), linestyle=arm_linestyle(arm), label=label,
+                 legend=False, ax=ax, err_kws={"alpha": alpha, "linewidth": 0})
+    return ax.get_lines()[-1], banded
 
 
 def band_title(banded: bool) -> str:
@@ -206,10 +204,10 @@ def curves_vs_step(df: pd.DataFrame, metrics: Sequence[str] = ("eval/gold_reward
                 continue
             keys.add(key)
             runs = _smooth_train(runs[runs[key].notna() & runs[x].notna()], key)
-            curve = seed_mean_band(runs, key, x)
-            if curve.empty:
+            per_seed = per_seed_means(runs, key, x)
+            if per_seed.empty:
                 continue
-            line, with_band = mean_band(ax, curve, x, arm, arm_label(arm), alpha=0.18)
+            line, with_band = mean_band(ax, per_seed, x, arm, arm_label(arm), alpha=0.18)
             handles.setdefault(arm, line)
             drawn, banded = True, banded or with_band
         ax.set_ylabel(metric_label(keys.pop() if len(keys) == 1 else metric))  # the key actually drawn

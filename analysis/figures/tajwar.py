@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures.common import (arm_legend, arms_of, band_title, interval_error, jitter, mean_band, no_data,
-                                     seed_mean_band, with_samples)
+                                     per_seed_means, with_samples)
 from analysis.kl_match import bootstrap_ci
 from analysis.load import per_seed_final, resolve_metric
 from analysis.style import REWARD_COLORS, arm_label, metric_label, new_figure, styled
@@ -44,11 +44,11 @@ def bandit_curves(df: pd.DataFrame, metric: str = "eval/gold_reward", x: str = "
             key = resolve_metric(runs, metric)
             if key is None or x not in runs:
                 continue
-            curve = seed_mean_band(runs[runs[key].notna() & runs[x].notna()], key, x)
-            if curve.empty:
+            per_seed = per_seed_means(runs[runs[key].notna() & runs[x].notna()], key, x)
+            if per_seed.empty:
                 continue
             label = re.sub(r"\s*\(R\d\)$", "", arm_label(arm))
-            line, with_band = mean_band(ax, curve, x, arm, label, alpha=0.15)
+            line, with_band = mean_band(ax, per_seed, x, arm, label, alpha=0.15)
             handles.setdefault(label, line)
             drawn, banded = True, banded or with_band
         if not drawn:

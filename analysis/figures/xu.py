@@ -11,7 +11,7 @@ from matplotlib.lines import Line2D
 from analysis.claims.rules import TOY_BETA, TOY_TAIL
 from analysis.claims.xu import toy_betas, toy_runs
 from analysis.figures.common import (arm_legend, arms_of, band_title, interval_error, jitter, mean_band, no_data,
-                                     seed_mean_band)
+                                     per_seed_means)
 from analysis.kl_match import bootstrap_ci
 from analysis.load import end_values
 from analysis.style import arm_color, arm_label, arm_linestyle, new_figure, styled
@@ -57,10 +57,10 @@ def toy_masses(df: pd.DataFrame, beta: float = TOY_BETA) -> Figure:
         for arm in arms_of(df):
             runs = toy_runs(df, arm, beta)
             runs = runs[runs[key].notna()] if key in runs else runs.iloc[0:0]
-            curve = seed_mean_band(runs, key, "step") if not runs.empty else pd.DataFrame()
-            if curve.empty:
+            per_seed = per_seed_means(runs, key, "step") if not runs.empty else pd.DataFrame()
+            if per_seed.empty:
                 continue
-            line, with_band = mean_band(ax, curve, "step", arm, arm_label(arm), alpha=0.18)
+            line, with_band = mean_band(ax, per_seed, "step", arm, arm_label(arm), alpha=0.18)
             handles.setdefault(arm, line)
             drawn, banded = True, banded or with_band
         _end_toy_panel(ax, df, ref_key, handles, drawn)
