@@ -1,76 +1,18 @@
 """The experiment registry: every ablation of the papers as a named suite of arms, as plain Python data.
 
-A `Suite` answers one question of PAPERS.md; its `Arm`s hold only their difference from the defaults (plus the
-suite's `base` and the chosen profile's settings). An arm value may name another arm's run directory as `@arm`
-(for the same seed): `data.path=@online` replays the online arm's pair log, `sampler_from=[@online/checkpoint]`
-samples from its final policy. Such an arm lists that arm in `needs`; the runner orders, skips, resumes and
-parallelises the runs (experiments/runner.py). One module per paper; this module imports no torch.
+A `Suite` (experiments/suite.py) answers one question of PAPERS.md; its `Arm`s hold only their difference from the
+defaults (plus the suite's `base` and the chosen profile's settings). One module per paper defines its suites;
+this package only gathers them into `SUITES`, in registry order. Running a suite is planning (experiments/plan.py:
+arm x sweep point x seed, in dependency order), executors (experiments/executors.py: this process, a local process
+pool, submitit or Ray) and scheduling (experiments/schedule.py). Importing the registry imports no torch and none
+of the training code: the analysis package reads it.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from experiments import lanchantin2025, tajwar2024, tang2024, xu2024
+from experiments.suite import PROFILES, Arm, Suite
 
-PROFILES = ("quick", "full")
-PLACEHOLDER = re.compile(r"@([A-Za-z0-9_]+)")
+SUITES: dict[str, Suite] = {s.name: s for s in (*tang2024.SUITES, *lanchantin2025.SUITES, *tajwar2024.SUITES,
+                                                *xu2024.SUITES)}
 
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    overrides: tuple[str, ...] = ()  # hydra overrides: the arm's difference from the suite's base
-    needs: tuple[str, ...] = ()  # arms whose artifacts (pair log, checkpoints) this arm consumes
-    sweep: tuple[tuple[str, tuple], ...] = ()  # (key, values): one run per grid point (quick: first values only)
-    note: str = ""  # one line: what the arm stands for in the paper
-
-    def grid(self, profile: str) -> list[list[str]]:
-        """Override lists of the arm's sweep points under `profile` (quick keeps the first value of each key)."""
-        points: list[list[str]] = [[]]
-        for key, values in self.sweep:
-            values = values[:1] if profile == "quick" else values
-            points = [p + [f"{key}={v}"] for p in points for v in values]
-        return points
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    question: str  # one sentence; also the figure caption
-    paper: str  # e.g. "Tang et al. 2024 [A], Fig. 1"
-    arms: tuple[Arm, ...]  # in plot order
-    base: tuple[str, ...] = ()  # overrides shared by every arm
-    profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> overrides on top of base
-    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"quick": (0,), "full": (0, 1, 2)})
-    claims: tuple[int, ...] = ()  # the numbered claims of PAPERS.md this suite tests
-    figure: str = "win_rate_vs_kl"  # the main figure: a function of analysis.figures (SUITE_FIGURES[name][0])
-
-    def __post_init__(self):
-        names = [a.name for a in self.arms]
-        if len(set(names)) != len(names):
-            raise ValueError(f"suite {self.name}: duplicate arm names")
-        for arm in self.arms:
-            used = {m for o in arm.overrides for m in PLACEHOLDER.findall(o)}
-            for dep in (*arm.needs, *used):
-                if dep not in names or dep == arm.name:
-                    raise ValueError(f"suite {self.name}: arm {arm.name} needs unknown arm {dep!r}")
-                if any(d.sweep for d in self.arms if d.name == dep):
-                    raise ValueError(f"suite {self.name}: arm {arm.name} needs {dep}, which sweeps (ambiguous run)")
-            if not used <= set(arm.needs):
-                raise ValueError(f"suite {self.name}: arm {arm.name} uses @{sorted(used - set(arm.needs))} "
-                                 "without listing it in needs")
-
-    def arm(self, name: str) -> Arm:
-        for arm in self.arms:
-            if arm.name == name:
-                return arm
-        raise KeyError(name)
-
-
-def _collect() -> dict[str, Suite]:
-    from experiments import lanchantin2025, tajwar2024, tang2024, xu2024
-
-    suites = [*tang2024.SUITES, *lanchantin2025.SUITES, *tajwar2024.SUITES, *xu2024.SUITES]
-    return {s.name: s for s in suites}
-
-
-SUITES: dict[str, Suite] = _collect()
+__all__ = ["PROFILES", "SUITES", "Arm", "Suite"]

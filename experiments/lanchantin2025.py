@@ -5,7 +5,7 @@ response), non-verifiable = its chat prompts (gold reward model; best vs worst).
 online variants also reset pi_ref to the policy when the sampler syncs, as in [B]) and 0.01 on chat; GRPO with
 group 8 and beta 0.001. Evaluation covers the family the arm trains on.
 """
-from experiments import Arm, Suite
+from experiments.suite import Arm, Suite
 
 # lr 3e-4 on math: at 1e-3 DPO on correct-vs-incorrect pairs drives both log-probs down and accuracy below the
 # seed's in every regime (measured: 0.41 -> 0.11 online, 0.06 offline after 100 steps)
@@ -36,7 +36,6 @@ SUITES = [
             Arm("chat_grpo", ("world.task=chat", "eval.tasks=[chat]", "algo=grpo"), note="online GRPO on chat"),
         ),
         claims=(15, 16),
-        figure="sync_curves_math",
     ),
     Suite(
         name="curriculum",
@@ -56,6 +55,5 @@ SUITES = [
                 note="math and chat prompts in one run (twice the batch: each family gets a stage's samples)"),
         ),
         claims=(17,),
-        figure="curriculum_figure",
     ),
 ]

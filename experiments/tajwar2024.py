@@ -3,7 +3,7 @@
 World: token_bandit (GPT-nano; R1's optimum lies where the reference is unlikely, R2's at its mode).
 On-policy = sampler synced every step; offline = samples of the reference only (sync_every=inf).
 """
-from experiments import Arm, Suite
+from experiments.suite import Arm, Suite
 
 # IPO with Tajwar et al.'s margin 10: h* = 1/(2 beta) = 10 (beta = 0.1 stops every pair at 5 nats and cannot reach R1)
 ALGOS = {"dpo": ("algo=dpo",), "ipo": ("algo=ipo", "algo.beta=0.05"), "best_of_n": ("algo=best_of_2", "algo.samples_per_prompt=4"),
@@ -24,7 +24,6 @@ SUITES = [
         arms=tuple(Arm(f"{a}_{r}_{w}", (*ALGOS[a], *REGIMES[r], f"reward={w}"))
                    for w in REWARDS for a in ALGOS for r in REGIMES),
         claims=(13,),
-        figure="bandit_curves",
     ),
     Suite(
         name="sample_reuse",
@@ -40,6 +39,5 @@ SUITES = [
                        note=f"50 batches of 16 prompts, {t} gradient steps on each")
                    for w in REWARDS for t in (1, 2, 4, 8)),
         claims=(14,),
-        figure="sample_reuse",
     ),
 ]

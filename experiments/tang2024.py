@@ -7,7 +7,7 @@ online = pairs of the policy's own samples, labelled by the proxy RM in kl_budge
 in the ablations (so that they isolate the data, not the labeller). Win rate is against the SFT policy (Tang et al.
 use a strong online policy as the baseline; any fixed baseline ranks the arms the same way).
 """
-from experiments import Arm, Suite
+from experiments.suite import Arm, Suite
 
 # beta = 0.01 and lr = 1e-3: the setting where this world shows an online-offline gap within a few hundred steps
 # (beta = 0.1 keeps both regimes at KL ~2 nats, where they coincide)
@@ -42,7 +42,6 @@ SUITES = [
                 note="offline DPO on gold-labelled SFT pairs"),
         ),
         claims=(1, 2, 8, 9, 10, 11),
-        figure="win_rate_vs_kl",
     ),
     Suite(
         name="data_coverage",
@@ -59,7 +58,6 @@ SUITES = [
                 needs=("online",), note="offline IPO on the online pair log, uniformly shuffled"),
         ),
         claims=(3, 4),
-        figure="win_rate_vs_kl",
     ),
     Suite(
         name="shuffle_degree",
@@ -74,7 +72,6 @@ SUITES = [
               for w in (1, 4, 32, 256, "all")),
         ),
         claims=(5,),
-        figure="shuffle_degree",
     ),
     Suite(
         name="suboptimal_data",
@@ -95,7 +92,6 @@ SUITES = [
                 note="one from SFT, one from the final policy"),
         ),
         claims=(6, 7),
-        figure="bars",
     ),
     Suite(
         name="best_of_2",
@@ -113,6 +109,5 @@ SUITES = [
                 note="Best-of-2 on the uniformly shuffled online Best-of-2 log"),
         ),
         claims=(12,),
-        figure="bars",
     ),
 ]

@@ -7,7 +7,7 @@ PPO arm is GRPO, i.e. PPO's clipped-ratio objective with a group-mean baseline (
 critic, and a k3 KL penalty to π_ref per token. β is swept because Xu et al. did not publish it; the claim is decided
 at β = 0.1, the first value (DPO's usual default), and the other values show how the verdict depends on it.
 """
-from experiments import Arm, Suite
+from experiments.suite import Arm, Suite
 
 BETAS = (0.1, 0.2, 0.3)  # KL strength, shared by DPO and PPO (the same KL-regularised objective)
 
@@ -28,6 +28,5 @@ SUITES = [
                 note="DPO on fresh on-policy pairs labelled by the gold reward: coverage without the fixed dataset"),
         ),
         claims=(18,),
-        figure="toy_masses",
     ),
 ]

@@ -39,9 +39,8 @@ def _fail(message: str) -> None:
 
 def _guarded(fn):
     """Known user errors become one line and exit 2; anything else is a real bug and keeps its traceback."""
-    from gapstudy.errors import ConfigError
-    from experiments.runner import SuiteError
-    from gapstudy.errors import DataError, RewardError
+    from experiments.suite import SuiteError
+    from gapstudy.errors import ConfigError, DataError, RewardError
 
     def wrapper(*args, **kwargs):
         try:
@@ -71,10 +70,8 @@ def cmd_run(argv: list[str]) -> None:
     from gapstudy.runs import execute, prepare
 
     if any(a.startswith("suite=") for a in argv):  # a registered suite: the registry's runner takes over
-        from experiments.runner import main as run_suite
-
-        code = run_suite([a for a in argv if a not in ("-m", "--multirun")], multirun="-m" in argv or "--multirun" in argv)
-        raise SystemExit(code)
+        multirun = "-m" in argv or "--multirun" in argv
+        raise SystemExit(run_suite([a for a in argv if a not in ("-m", "--multirun")], multirun))
     check_group_overrides([a for a in argv if not a.startswith("-")])
     check_keys(argv)  # a typo is refused here, before hydra's advice to add it with `+`
     total = sweep_size([a for a in argv if not a.startswith("-")])
@@ -103,6 +100,67 @@ def cmd_run(argv: list[str]) -> None:
 
     sys.argv = ["gapstudy run", *argv]
     _task()
+
+
+SUITE_KEYS = ("suite", "profile", "seeds", "jobs", "arm", "executor", "address")  # the suite runner's, not a run's
+
+
+def get_suite(name: str):
+    """The registered suite `name`; an unknown name is refused with the valid ones."""
+    from experiments import SUITES
+    from experiments.suite import SuiteError
+
+    if name not in SUITES:
+        raise SuiteError(f"suite={name!r} is invalid; valid choices: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def run_suite(argv: list[str], multirun: bool = False) -> int:
+    """`gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]
+    [executor=process|submitit_local|submitit_slurm|ray [address=HOST:PORT]] [overrides]`: the suite's runs (every
+    other KEY=VALUE goes to each of them; with -m a comma list multiplies every arm), one "[i/N]" line per run,
+    then a summary; status 1 when a run failed, was busy or was skipped."""
+    from experiments.schedule import DONE, NOT_DONE
+    from experiments.schedule import run_suite as run_planned
+    from experiments.suite import SuiteError
+    from gapstudy.config import compose
+
+    opts, rest = {}, []
+    for item in argv:
+        key, eq, value = item.partition("=")
+        if eq and key in SUITE_KEYS:
+            opts[key] = value
+        else:
+            rest.append(item)
+    suite = get_suite(opts["suite"])
+    try:
+        seeds = [int(s) for s in opts["seeds"].split(",")] if "seeds" in opts else None
+    except ValueError:
+        raise SuiteError(f"seeds={opts['seeds']!r} is invalid; valid: integers separated by commas, e.g. seeds=0,1,2")
+    try:
+        jobs = int(opts.get("jobs", 1))
+        if jobs < 1:
+            raise ValueError
+    except ValueError:
+        raise SuiteError(f"jobs={opts.get('jobs')!r} is invalid; valid: an integer >= 1")
+    arms = opts["arm"].split(",") if "arm" in opts else None
+    extra, grid = [], {}
+    for item in rest:
+        key, _, value = item.partition("=")
+        if multirun and "," in value and not value.startswith("["):
+            grid[key] = value.split(",")
+        else:
+            extra.append(item)
+    root = Path(compose([*suite.base, *extra]).paths.results).resolve()  # absolute: cluster workers run elsewhere
+    status = run_planned(suite, opts.get("profile", "full"), seeds, arms, extra, grid or None, jobs, root,
+                         executor=opts.get("executor", "process"), address=opts.get("address"))
+    failed = {k: v for k, v in status.items() if v.startswith(NOT_DONE)}
+    done = sum(v in DONE for v in status.values())
+    print(f"{suite.name}: {done}/{len(status)} runs complete under {root / suite.name}"
+          + (f"; {len(failed)} failed, busy or skipped:" if failed else ""))
+    for key, outcome in failed.items():
+        print(f"  {key}: {outcome}")
+    return 1 if failed else 0
 
 
 def sweep_size(overrides: list[str]) -> int | None:
@@ -278,9 +336,9 @@ def cmd_demo(argv: list[str]) -> None:
     else:
         from concurrent.futures import as_completed
 
-        from experiments.runner import _spawn_context
+        from experiments.executors import spawn_context
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_spawn_context()) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn_context()) as pool:
             futures = {pool.submit(_demo_run, plan[i][3]): i for i in range(1, len(plan))}
             for future in as_completed(futures):
                 report(futures[future], future.result())
@@ -310,7 +368,6 @@ def cmd_figures(argv: list[str]) -> None:
     from pathlib import Path
 
     from experiments import PROFILES
-    from experiments.runner import get_suite
     from gapstudy.config import ConfigError, check_results_root
 
     opts = {}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import Arm, Suite
-from experiments.runner import plan, run_suite
+from experiments.plan import plan
+from experiments.schedule import run_suite
+from experiments.suite import Arm, Suite
 from gapstudy import cli
 from gapstudy.runs import LOCK_NAME, RunBusy, prepare, run_lock
 from tests.conftest import FAST

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import SUITES, Arm, Suite
-from experiments.runner import SuiteError, plan, run_suite
+from experiments import SUITES
+from experiments.plan import plan
+from experiments.schedule import run_suite
+from experiments.suite import Arm, Suite, SuiteError
 from tests.conftest import SMALL_SYNTH, read
 
 TINY = ["steps=2", "eval.every=1", "eval.prompts=8", "progress=false", "checkpoint_every=0"]

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from conftest import train_run
-from experiments.runner import Job, _stale
+from experiments.plan import Job
+from experiments.schedule import _stale
 from gapstudy import runs
 
 TINY = ["steps=2", "eval.every=0"]

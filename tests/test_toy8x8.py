@@ -162,7 +162,8 @@ def test_validation_writes_the_dataset_an_arm_names_and_rejects_bad_settings(tmp
 def test_the_quick_suite_moves_the_masses_as_the_arms_should(tmp_path):
     """The whole quick profile (three arms, 200 steps each) in a few seconds."""
     from experiments import SUITES
-    from experiments.runner import plan, run_suite
+    from experiments.plan import plan
+    from experiments.schedule import run_suite
 
     extra = ["progress=false", "checkpoint_every=0", "save_checkpoint=false"]
     status = run_suite(SUITES["toy8x8"], "quick", [0], None, extra, None, 1, tmp_path, log=lambda line: None)

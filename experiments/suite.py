@@ -1,0 +1,69 @@
+"""What a suite is: an `Arm` (one ablation's difference from the defaults) and a `Suite` (the arms that answer one
+question of PAPERS.md), as plain frozen dataclasses the paper modules fill in.
+
+An arm value may name another arm's run directory as `@arm` (for the same seed): `data.path=@online` replays the
+online arm's pair log, `sampler_from=[@online/checkpoint]` samples from its final policy. Such an arm lists that
+arm in `needs`, and a `Suite` refuses needs that are undeclared, unknown or ambiguous (a sweeping arm).
+This module imports nothing of the project (and no torch): the analysis package reads the registry built from it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PROFILES = ("quick", "full")  # quick: one seed, short runs (smoke tests); full: the reproduction
+PLACEHOLDER = re.compile(r"@([A-Za-z0-9_]+)")  # `@arm` in an override: that arm's run directory, same seed
+
+
+class SuiteError(ValueError):
+    """A bad suite request (unknown suite, arm or profile; bad seeds, jobs or executor)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...] = ()  # hydra overrides: the arm's difference from the suite's base
+    needs: tuple[str, ...] = ()  # arms whose artifacts (pair log, checkpoints) this arm consumes
+    sweep: tuple[tuple[str, tuple], ...] = ()  # (key, values): one run per grid point (quick: first values only)
+    note: str = ""  # one line: what the arm stands for in the paper
+
+    def grid(self, profile: str) -> list[list[str]]:
+        """Override lists of the arm's sweep points under `profile` (quick keeps the first value of each key)."""
+        points: list[list[str]] = [[]]
+        for key, values in self.sweep:
+            values = values[:1] if profile == "quick" else values
+            points = [p + [f"{key}={v}"] for p in points for v in values]
+        return points
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    question: str  # one sentence; also the figure caption
+    paper: str  # e.g. "Tang et al. 2024 [A], Fig. 1"
+    arms: tuple[Arm, ...]  # in plot order
+    base: tuple[str, ...] = ()  # overrides shared by every arm
+    profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> overrides on top of base
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"quick": (0,), "full": (0, 1, 2)})
+    claims: tuple[int, ...] = ()  # the numbered claims of PAPERS.md this suite tests
+
+    def __post_init__(self):
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"suite {self.name}: duplicate arm names")
+        for arm in self.arms:
+            used = {m for o in arm.overrides for m in PLACEHOLDER.findall(o)}
+            for dep in (*arm.needs, *used):
+                if dep not in names or dep == arm.name:
+                    raise ValueError(f"suite {self.name}: arm {arm.name} needs unknown arm {dep!r}")
+                if any(d.sweep for d in self.arms if d.name == dep):
+                    raise ValueError(f"suite {self.name}: arm {arm.name} needs {dep}, which sweeps (ambiguous run)")
+            if not used <= set(arm.needs):
+                raise ValueError(f"suite {self.name}: arm {arm.name} uses @{sorted(used - set(arm.needs))} "
+                                 "without listing it in needs")
+
+    def arm(self, name: str) -> Arm:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)
