@@ -29,8 +29,9 @@ def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: d
     jobs (`executor`); returns key -> "done" | "complete" | "failed: ..." | "busy: ..." | "skipped: needs ...".
     Each outcome is logged as "[i/N] outcome suite/run (seconds) metrics"; <root>/<suite>/timing-<profile>.json
     records the invocation."""
-    from gapstudy.config import compose
+    from gapstudy.config import check_results_root, compose
 
+    check_results_root(str(root))  # a file there fails once, here, not once per run
     planned = plan(suite, profile, seeds, arms, extra, grid, root)
     for job in planned:  # every override list must compose before anything runs (validation waits for artifacts)
         compose([o for o in job.overrides if "@" not in o])

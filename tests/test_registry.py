@@ -77,6 +77,20 @@ def test_every_arm_of_every_suite_runs_two_steps(name, results):
     assert len(timing["runs"]) == len(status)
 
 
+def test_a_suite_whose_results_root_is_a_file_stops_with_one_line_before_any_run(tmp_path, capsys):
+    from gapstudy.cli import main
+
+    afile = (tmp_path / "afile").resolve()
+    afile.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "suite=bandit", "profile=quick", "seeds=0", f"paths.results={afile}"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert out == ""  # no "[i/16] failed" line per run
+    assert err.splitlines() == [f"gapstudy: error: paths.results={str(afile)!r} is invalid: {str(afile)!r} is a file, "
+                                "not a directory"]
+
+
 def test_a_failing_arm_is_reported_and_only_its_dependents_are_skipped(tmp_path):
     suite = Suite("broken", "Does it carry on?", "none", (
         Arm("bad", ("reward=R9",)),  # rejected when the run is prepared
