@@ -3,11 +3,12 @@ question of PAPERS.md), as plain frozen dataclasses the paper modules fill in.
 
 An arm value may name another arm's run directory as `@arm` (for the same seed): `data.path=@online` replays the
 online arm's pair log, `sampler_from=[@online/checkpoint]` samples from its final policy. Such an arm lists that
-arm in `needs`, and a `Suite` refuses needs that are undeclared, unknown or ambiguous (a sweeping arm).
+arm in `needs`, and a `Suite` refuses needs that are undeclared, unknown, ambiguous (a sweeping arm) or circular.
 This module imports nothing of the project (and no torch): the analysis package reads the registry built from it.
 """
 from __future__ import annotations
 
+import graphlib
 import re
 from dataclasses import dataclass, field
 
@@ -61,6 +62,10 @@ class Suite:
             if not used <= set(arm.needs):
                 raise ValueError(f"suite {self.name}: arm {arm.name} uses @{sorted(used - set(arm.needs))} "
                                  "without listing it in needs")
+        try:  # a circle of needs could never start (and planning it would recurse forever)
+            graphlib.TopologicalSorter({a.name: a.needs for a in self.arms}).prepare()
+        except graphlib.CycleError as e:
+            raise ValueError(f"suite {self.name}: the needs of arms {' -> '.join(e.args[1])} form a cycle") from None
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:

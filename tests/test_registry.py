@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
-from experiments import SUITES
+from experiments import SUITES, schedule
+from experiments.executors import Executor
 from experiments.plan import plan
 from experiments.schedule import run_suite
 from experiments.suite import Arm, Suite, SuiteError
@@ -75,6 +77,57 @@ def test_every_arm_of_every_suite_runs_two_steps(name, results):
         assert "code_version: " in cfg  # the commit that made the run (None outside a git checkout)
     timing = json.loads((results / name / "timing-quick.json").read_text())
     assert len(timing["runs"]) == len(status)
+
+
+def test_suite_rejects_needs_that_form_a_cycle():
+    with pytest.raises(ValueError, match="the needs of arms .* form a cycle"):
+        Suite("s", "q?", "p", (Arm("a", needs=("b",)), Arm("b", needs=("a",))))
+
+
+class _Deferred(Executor):
+    """Runs nothing: a run finishes (empty metrics, or an error for the arms in `failing`) when it is waited for,
+    the earliest submitted first, as a pool's would."""
+
+    def __init__(self, slots: int, failing=()):
+        self.slots, self.failing, self.started, self.pending = slots, failing, [], []
+
+    def submit(self, job):
+        self.started.append(job.key)
+        self.pending.append((Future(), job))
+        return self.pending[-1][0]
+
+    def wait_any(self, handles):
+        handle, job = self.pending.pop(0)
+        handle.set_exception(RuntimeError("boom")) if job.arm in self.failing else handle.set_result({})
+        return [handle]
+
+
+PLAN_ORDER = ["a0", "a1", "b0", "b1", "c0", "c1"]  # arm and seed of each planned job (b needs a)
+
+
+@pytest.mark.parametrize("slots, failing, started, finished", [
+    (1, (), PLAN_ORDER, PLAN_ORDER),
+    (2, (), PLAN_ORDER, PLAN_ORDER),  # a0 and a1 at once; b0 the moment a0 is done, before c0
+    (2, ("a",), ["a0", "a1", "c0", "c1"], ["a0", "b0", "a1", "b1", "c0", "c1"]),  # b skipped, taking no slot
+])
+def test_the_scheduler_starts_ready_jobs_in_plan_order_within_its_slots_and_skips_dependents_of_a_failure(
+        tmp_path, monkeypatch, slots, failing, started, finished):
+    suite = Suite("s", "q?", "p", (Arm("a"), Arm("b", ("data=replay", "data.path=@a"), needs=("a",)), Arm("c")),
+                  base=("world=token_bandit",), profiles={"quick": ()})
+    executor = _Deferred(slots, failing)
+    monkeypatch.setattr(schedule, "make_executor", lambda *args: executor)
+    lines = []
+    status = run_suite(suite, "quick", [0, 1], None, TINY, None, slots, tmp_path, log=lines.append)
+    short = {job.key: f"{job.arm}{job.seed}" for job in plan(suite, "quick", [0, 1], None, TINY, None, tmp_path)}
+    assert list(short.values()) == PLAN_ORDER
+    assert [short[key] for key in executor.started] == started
+    assert [short[key] for key in status] == finished
+    assert [line.split(" ")[0] for line in lines] == [f"[{i}/6]" for i in range(1, 7)]
+    broken = {"a": "failed: RuntimeError: boom", "b": "skipped: needs a failed arm"} if failing else {}
+    assert {short[key]: outcome for key, outcome in status.items()} == \
+        {name: broken.get(name[0], "done") for name in PLAN_ORDER}
+    timing = json.loads((tmp_path / "s" / "timing-quick.json").read_text())
+    assert [short[f"{r['arm']}/{r['run']}"] for r in timing["runs"]] == PLAN_ORDER  # the plan's order, always
 
 
 def test_a_suite_whose_results_root_is_a_file_stops_with_one_line_before_any_run(tmp_path, capsys):
