@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from gapstudy import distributed
+from gapstudy import distributed, provenance
 from gapstudy.algorithms import ALGORITHMS, stats_to_metrics
 from gapstudy.data.batches import collate
 from gapstudy.data.pair_log import PairLogWriter
@@ -98,32 +98,6 @@ def make_logger(cfg, run_dir: Path):
     return JsonlLogger(run_dir)
 
 
-def _warn_if_environment_changed(run_dir: Path, now) -> None:
-    """A run resumed under other package versions, CPU kernels, device or thread count: say so (config.yaml then
-    records the environment that finished it)."""
-    import sys
-
-    path = run_dir / "config.yaml"
-    if not (run_dir / "state.pt").exists() or not path.is_file():
-        return
-    try:
-        before = OmegaConf.to_container(OmegaConf.load(path)).get("environment")
-    except Exception:  # noqa: BLE001 -- an unreadable old config only loses this warning
-        return
-    now = OmegaConf.to_container(now)
-    if not before or before == now:
-        return
-
-    def flat(env: dict) -> dict:  # packages.torch, python, ...
-        return {f"{k}.{j}" if isinstance(v, dict) else k: w for k, v in env.items()
-                for j, w in (v.items() if isinstance(v, dict) else [(None, v)])}
-
-    a, b = flat(before), flat(now)
-    changed = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    print(f"gapstudy: warning: {run_dir.name} resumes under another environment ({', '.join(changed)})",
-          file=sys.stderr)
-
-
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training, with the step it reached and the checkpoint a re-run resumes from."""
 
@@ -173,13 +147,9 @@ def _train(cfg, run_dir: Path, where: dict) -> dict:
     optimizer = make_optimizer(cfg, policy)
 
     if main:
-        from omegaconf import open_dict
-
-        from gapstudy.runs import environment
-
         with open_dict(cfg):
-            cfg.environment = environment(device)  # provenance: versions, CPU kernels, device, threads
-        _warn_if_environment_changed(run_dir, cfg.environment)
+            cfg.environment = provenance.environment(device)  # versions, CPU kernels, device, threads
+        provenance.warn_if_environment_changed(run_dir, cfg.environment)
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
     pair_log = PairLogWriter(run_dir, bool(cfg.save_pair_log) and main)

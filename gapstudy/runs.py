@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from gapstudy.config import ConfigError, compose, run_name
+from gapstudy.provenance import code_version
 
 
 def quiet_libraries() -> None:
@@ -29,50 +30,6 @@ def quiet_libraries() -> None:
     import datasets  # its "Generating split" bars would bury a one-line error (data=dataset, world=hf prompts)
 
     datasets.disable_progress_bars()
-
-
-def code_version() -> str | None:
-    """The git commit of the gapstudy checkout that runs (`+dirty` with uncommitted changes); None outside git.
-    Saved in every run's config.yaml, so committed results name the code that made them."""
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(here.parent), "status", "--porcelain", "--untracked-files=no", "--",
-                                "gapstudy", "configs", "experiments"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-        return commit.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-PROVENANCE_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "scipy", "pyarrow", "hydra-core",
-                       "omegaconf", "tokenizers", "safetensors")
-
-
-def environment(device) -> dict:
-    """What a run's numbers may depend on beyond its config: package versions, Python, the CPU kernels torch
-    dispatches to (e.g. AVX512 vs AVX2), the device used and torch's thread count. Saved in config.yaml under
-    `environment` (not an override: it never enters the run's name nor the suite runner's staleness check), so
-    analysis can warn when pooled runs were made under different ones."""
-    import platform
-    from importlib import metadata
-
-    import torch
-
-    packages = {}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    return {"packages": packages, "python": platform.python_version(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
-            "threads": torch.get_num_threads()}
 
 
 def run_dir_for(cfg: DictConfig, name: str) -> Path:

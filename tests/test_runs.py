@@ -12,7 +12,7 @@ import yaml
 from conftest import train_run
 from experiments.plan import Job
 from experiments.schedule import _stale
-from gapstudy import runs
+from gapstudy import provenance
 
 TINY = ["steps=2", "eval.every=0"]
 
@@ -25,7 +25,7 @@ def test_a_runs_config_records_its_environment(results):
     run_dir, _, _ = train_run(results / "env", TINY)
     env = config_of(run_dir)["environment"]
     assert set(env) == {"packages", "python", "cpu_capability", "device", "threads"}
-    assert env["packages"] == {name: metadata.version(name) for name in runs.PROVENANCE_PACKAGES}
+    assert env["packages"] == {name: metadata.version(name) for name in provenance.PROVENANCE_PACKAGES}
     assert {"torch", "transformers", "datasets", "numpy", "pandas", "scipy", "pyarrow", "hydra-core", "omegaconf",
             "tokenizers", "safetensors"} <= set(env["packages"])
     assert env["python"] == platform.python_version()
@@ -34,7 +34,7 @@ def test_a_runs_config_records_its_environment(results):
     assert env["threads"] == 1 == config_of(run_dir)["threads"]  # the run's own setting, applied
 
 
-REAL_ENVIRONMENT = runs.environment
+REAL_ENVIRONMENT = provenance.environment
 
 
 def other_environment(device):
@@ -45,7 +45,7 @@ def other_environment(device):
 
 def test_runs_differing_only_in_environment_share_a_name_and_are_not_stale(results, monkeypatch):
     here, _, _ = train_run(results / "env_a", TINY)
-    monkeypatch.setattr(runs, "environment", other_environment)
+    monkeypatch.setattr(provenance, "environment", other_environment)
     there, _, _ = train_run(results / "env_b", TINY)
     assert here.name == there.name
     assert config_of(here)["environment"] != config_of(there)["environment"]
@@ -75,7 +75,7 @@ def test_a_run_resumed_under_another_environment_says_so_and_records_the_new_one
         train_run(results / "env_resume", overrides)
     monkeypatch.setattr(sources.OnPolicySource, "rows", original)
     capsys.readouterr()
-    monkeypatch.setattr(runs, "environment", other_environment)  # the re-run happens elsewhere
+    monkeypatch.setattr(provenance, "environment", other_environment)  # the re-run happens elsewhere
     run_dir, _, records = train_run(results / "env_resume", overrides)
     err = capsys.readouterr().err
     assert "resumes under another environment" in err and "packages.torch" in err and "threads 1 -> 7" in err
