@@ -59,14 +59,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(algo, parall
 
 CRASH_AFTER_FIRST_CHECKPOINT = """
 import sys
-import gapstudy.loop as loop
+import gapstudy.checkpoint as checkpoint
 from gapstudy.cli import main
 
-save = loop._save_state
+save = checkpoint.save_state
 def save_then_crash(*args, **kwargs):
     save(*args, **kwargs)
     raise SystemExit(3)  # rank 0 dies after writing state.pt; torchrun stops the other rank
-loop._save_state = save_then_crash
+checkpoint.save_state = save_then_crash
 sys.exit(main())
 """
 
