@@ -231,36 +231,35 @@ def train(cfg, run_dir: Path) -> dict:
                         reference_logps = token_logps(reference, batch.prompts, batch.prompt_mask, batch.responses,
                                                       batch.response_mask)
 
-            if not rows:  # every prompt was a tie: nothing to learn from this step
+            #### LOSS AND UPDATE: none when every prompt was a tie ####
+            if not rows:
                 logger.log({"train/examples": 0, "train/skipped": info["skipped"]}, step)
-                continue
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    policy_logps = token_logps(policy, batch.prompts, batch.prompt_mask, batch.responses,
+                                               batch.response_mask)
+                    loss, stats = algorithm.objective(batch, policy_logps, reference_logps, cfg.algo)
+                strategy.scale(loss).backward()  # this shard's share of the global-batch mean
+                means = batch_means(loss, stats, batch)
+                strategy.reduce_gradients()
+                grad_norm = strategy.clip_gradients(cfg.grad_clip)
+                strategy.step(optimizer)
+                counters["updates"] += 1
+                counters["seconds"] += time.perf_counter() - tic
 
-            #### LOSS AND UPDATE ####
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                policy_logps = token_logps(policy, batch.prompts, batch.prompt_mask, batch.responses,
-                                           batch.response_mask)
-                loss, stats = algorithm.objective(batch, policy_logps, reference_logps, cfg.algo)
-            strategy.scale(loss).backward()  # this shard's share of the global-batch mean
-            means = batch_means(loss, stats, batch)
-            strategy.reduce_gradients()
-            grad_norm = strategy.clip_gradients(cfg.grad_clip)
-            strategy.step(optimizer)
-            counters["updates"] += 1
-            counters["seconds"] += time.perf_counter() - tic
+                #### LOG ####
+                metrics = {**strategy.means(means), "train/grad_norm": grad_norm, "train/examples": len(rows),
+                           "train/skipped": info["skipped"], "counters/samples": counters["samples"],
+                           "counters/updates": counters["updates"], "time/seconds": counters["seconds"],
+                           **staleness(rows, step)}
+                logger.log(metrics, step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", refresh=False,
+                                win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
+                                kl=f"{last_eval.get('eval/kl', math.nan):.2f}")
 
-            #### LOG ####
-            metrics = {**strategy.means(means), "train/grad_norm": grad_norm, "train/examples": len(rows),
-                       "train/skipped": info["skipped"], "counters/samples": counters["samples"],
-                       "counters/updates": counters["updates"], "time/seconds": counters["seconds"],
-                       **staleness(rows, step)}
-            logger.log(metrics, step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", refresh=False,
-                            win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",
-                            kl=f"{last_eval.get('eval/kl', math.nan):.2f}")
-
-            #### SNAPSHOTS AND CHECKPOINT ####
+            #### SNAPSHOTS AND CHECKPOINT: on every step, a step of ties included ####
             for fraction in run.snapshots.get(step + 1, ()):  # e.g. Tang et al.'s step-800 policy
                 model = strategy.full_policy()
                 if strategy.main:

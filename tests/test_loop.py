@@ -146,3 +146,41 @@ def test_bf16_precision_trains_float32_master_weights_under_autocast(results):
 
     saved = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoint")
     assert {p.dtype for p in saved.parameters()} == {torch.float32}
+
+
+def test_a_step_where_every_prompt_ties_still_writes_its_snapshot_and_checkpoint(results, monkeypatch):
+    """A step that trains nothing (every prompt a tie) used to `continue` past the snapshot and the checkpoint due
+    after it: an arm needing that snapshot failed, and a crash later lost the checkpoint. Step 2 ties here; the
+    snapshot (0.5 of 6 steps) and the checkpoint (every 3) both fall after it. A crash at step 4 then resumes from
+    that checkpoint to the uninterrupted run."""
+    from gapstudy import sources
+
+    original = sources.OnPolicySource.rows
+
+    def ties_at_step_2(self, at, sampler):  # the same draws, every pair then dropped as a tie
+        rows, info = original(self, at, sampler)
+        return ([], {**info, "skipped": info["skipped"] + len(rows)}) if at == 2 else (rows, info)
+
+    def ties_then_crash_at_step_4(self, at, sampler):
+        if at == 4:
+            raise KeyboardInterrupt("killed")
+        return ties_at_step_2(self, at, sampler)
+
+    common = ["steps=6", "eval.every=3", "batch_size=4", "checkpoint_every=3", "snapshots=[0.5]", "seed=6"]
+    monkeypatch.setattr(sources.OnPolicySource, "rows", ties_at_step_2)
+    whole_dir, _, whole = train_run(results / "ties_whole", common)
+    assert [r for r in whole if r["step"] == 2 and "train/examples" in r] == [
+        {"step": 2, "train/examples": 0, "train/skipped": 4}]  # the tie step logs only that it skipped
+    assert (whole_dir / "snapshot-0.5" / "config.json").exists()
+
+    monkeypatch.setattr(sources.OnPolicySource, "rows", ties_then_crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt, match="resume from step 3"):
+        train_run(results / "ties_crashed", common)
+    run_dir = results / "ties_crashed" / whole_dir.name
+    assert torch.load(run_dir / "state.pt", weights_only=False)["step"] == 3
+    assert (run_dir / "snapshot-0.5" / "config.json").exists()
+
+    monkeypatch.setattr(sources.OnPolicySource, "rows", ties_at_step_2)
+    _, _, resumed = train_run(results / "ties_crashed", common)
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole]
+    assert assert_same_metrics(whole, resumed, rel=1e-6) > 20
