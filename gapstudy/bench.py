@@ -13,6 +13,7 @@ from pathlib import Path
 
 BENCH = ["world=token_bandit", "algo=dpo", "sync_every=1", "batch_size=32", "algo.samples_per_prompt=2",
          "eval.every=0", "eval.prompts=32", "checkpoint_every=0", "save_checkpoint=false", "progress=false"]
+WARM = 20  # W: the steps of the short run, whose time (set-up, evaluation, the first steps) the long run subtracts
 
 
 def _timed_run(overrides: list[str], steps: int, out: Path) -> float:
@@ -28,8 +29,8 @@ def _timed_run(overrides: list[str], steps: int, out: Path) -> float:
 def bench(argv: list[str]) -> float:
     import torch
 
-    warm, measured, repeats = 20, 300, 3
-    extra = [a for a in argv if not a.startswith(("warm=", "measured=", "repeats="))]
+    measured, repeats = 300, 3
+    extra = [a for a in argv if not a.startswith(("measured=", "repeats="))]
     for a in argv:
         if a.startswith("measured="):
             measured = int(a.split("=", 1)[1])
@@ -41,8 +42,8 @@ def bench(argv: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         _timed_run(extra, 2, Path(tmp) / "build")  # builds and caches the world outside the timing
         for r in range(repeats):
-            short = _timed_run(extra, warm, Path(tmp) / f"short{r}")
-            long = _timed_run(extra, warm + measured, Path(tmp) / f"long{r}")
+            short = _timed_run(extra, WARM, Path(tmp) / f"short{r}")
+            long = _timed_run(extra, WARM + measured, Path(tmp) / f"long{r}")
             results.append((long - short) / measured * 1000)
             print(f"repeat {r}: {results[-1]:.2f} ms/step")
     ms = min(results)
