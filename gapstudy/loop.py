@@ -39,6 +39,18 @@ def due(step: int, every) -> bool:
     return not (every == 0 or math.isinf(every)) and step % int(every) == 0
 
 
+def eval_due(step: int, eval_cfg) -> bool:
+    """Evaluate before training step `step`? Always at step 0, every `eval.every` steps and, with `eval.log_spaced`,
+    at every power of two, so a fast arm has points under low KL budgets. The end of a run is evaluated apart."""
+    power_of_two = step > 0 and step & (step - 1) == 0
+    return step == 0 or due(step, eval_cfg.every) or (bool(eval_cfg.get("log_spaced", False)) and power_of_two)
+
+
+def eval_steps(eval_cfg, steps: int) -> set[int]:
+    """Every step at which a run of `steps` steps logs an evaluation: the due steps below `steps`, and the end."""
+    return {step for step in range(steps) if eval_due(step, eval_cfg)} | {steps}
+
+
 def _policy_path(value: str, world) -> str:
     """A checkpoint directory, or `sft` for the world's initial policy (even when init_from starts elsewhere)."""
     return str(world.policy_path) if value == "sft" else value
@@ -204,7 +216,7 @@ def train(cfg, run_dir: Path) -> dict:
         for step in range(start, run.steps):
             where["step"] = step
             #### BEGIN EVALUATION ####
-            if step == 0 or due(step, cfg.eval.every):
+            if eval_due(step, cfg.eval):
                 model = strategy.full_policy()  # every rank joins the gather when sharded
                 if strategy.main:
                     with autocast:

@@ -278,6 +278,7 @@ class Replay:
 @dataclass
 class Eval:
     every: int = integer(0)
+    log_spaced: bool = flag()
     prompts: int = integer(1)
     tasks: Optional[List[str]] = free()
     baseline: Optional[str] = free()
