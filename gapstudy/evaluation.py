@@ -87,6 +87,11 @@ class Evaluator:
         }
         metrics = {f"eval/{k}": float(v.mean()) for k, v in per_seq.items()}
         metrics["eval/win_rate"] = win_rate(per_seq["gold_reward"], self.baseline_gold)
+        # two disjoint halves (even / odd positions among the evaluated prompts): select on one, report the other
+        for half, start in (("a", 0), ("b", 1)):
+            if len(self.tasks) > start:
+                metrics[f"eval/win_rate_{half}"] = win_rate(per_seq["gold_reward"][start::2],
+                                                            self.baseline_gold[start::2])
         binary = torch.tensor([t in self.world.binary_tasks for t in self.tasks])
         if binary.any():
             metrics["eval/accuracy"] = float((per_seq["gold_reward"][binary] >= 0.5).float().mean())
@@ -114,6 +119,9 @@ class Evaluator:
             k = len(h) // 2
             margin = h[:k] - h[k:]
             metrics["eval/classification_accuracy"] = float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean())
+            # Tang et al.'s log pi(y_w) - log pi_ref(y_w) on fixed gold-labelled SFT pairs, the same for every arm
+            metrics["eval/heldout_chosen_logratio"] = float(h[:k].mean())
+            metrics["eval/heldout_rejected_logratio"] = float(h[k:].mean())
         if self.world.extra_metrics is not None:  # the world's own exact metrics, against the anchor (pi_init)
             metrics.update(self.world.extra_metrics(policy, self.anchor))
         return metrics

@@ -36,6 +36,8 @@ KEYS: dict[str, str] = {
     "eval/kl_k1": "same samples: mean of sum_t log pi/pi_init (the k1 estimator)",
     "eval/kl_k3": "same samples: mean of sum_t (r - 1 - log r), r = pi_init/pi (the k3 estimator)",
     "eval/win_rate": "P(gold(pi sample) > gold(baseline sample)) on the same prompt; ties count 1/2",
+    "eval/win_rate_a": "eval/win_rate on the even positions of the evaluated prompts (one half: select on it)",
+    "eval/win_rate_b": "eval/win_rate on the odd positions, disjoint from _a (the other half: report on it)",
     "eval/gold_reward": "mean gold reward of pi's samples",
     "eval/proxy_reward": "mean proxy-RM reward of pi's samples (labeller=proxy only)",
     "eval/proxy_accuracy": "agreement of proxy and gold on (pi sample, baseline sample) pairs (labeller=proxy only)",
@@ -43,6 +45,8 @@ KEYS: dict[str, str] = {
     "eval/length": "mean response length in tokens",
     "eval/entropy": "mean per-token entropy of pi along its own samples (nats)",
     "eval/classification_accuracy": "pi as a classifier, sign(h), against gold labels on held-out pairs of reference samples",
+    "eval/heldout_chosen_logratio": "mean log pi(chosen) - log pi_init(chosen) on those fixed gold-labelled pairs",
+    "eval/heldout_rejected_logratio": "mean log pi(rejected) - log pi_init(rejected) on the same pairs",
     # world=toy8x8 only: exact softmax masses over the 8 responses, averaged over the 8 prompts
     "eval/diagonal_mass": "pi's mass on the optimal (diagonal) response",
     "eval/diagonal_mass_ref": "pi_init's mass on the diagonal (the same every evaluation)",
