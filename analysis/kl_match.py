@@ -3,7 +3,9 @@ divergence from the SFT policy, so arms are compared by the best win rate they r
 
 Every evaluation checkpoint of every run of an arm is a point (KL, win rate) of that arm's cloud; the
 frontier is the cloud's upper envelope; the KL-matched statistic is the best checkpoint under budget K,
-per seed, then averaged over seeds with a bootstrap confidence interval.
+per seed, then averaged over seeds with a bootstrap confidence interval. To avoid a winner's curse the best
+checkpoint can be selected on one half of the held-out prompts (eval/win_rate_a) and reported on the other
+(eval/win_rate_b): `report=`.
 """
 from __future__ import annotations
 
@@ -78,16 +80,21 @@ def frontier(points: pd.DataFrame, x: str = "eval/kl", y: str = "eval/win_rate",
 
 
 def best_under_budget(df: pd.DataFrame, budgets: Sequence[float], x: str = "eval/kl", y: str = "eval/win_rate",
-                      by: Sequence[str] = ("arm", "seed")) -> pd.DataFrame:
+                      by: Sequence[str] = ("arm", "seed"), report: str | None = None) -> pd.DataFrame:
     """For each (arm, seed) and budget K: the best y among all checkpoints (of all the arm's runs with that
     seed) whose x <= K; NaN when none is that close to the SFT policy.
+
+    With `report` (e.g. y="eval/win_rate_a", report="eval/win_rate_b"), y only selects the checkpoint and `best`
+    is the report column at that checkpoint: the best of many noisy checkpoints is then scored on prompts the
+    selection never saw, with no winner's curse. Ties in y go to the first checkpoint in x order; a selected
+    checkpoint without a report value gives NaN.
 
     Returns columns [*by, budget, best, n_points] (n_points = checkpoints within the budget).
     """
     by = list(by)
     budgets = np.asarray(budgets, dtype=float)
     columns = [*by, "budget", "best", "n_points"]
-    if df.empty or x not in df or y not in df:
+    if df.empty or x not in df or y not in df or (report is not None and report not in df):
         return pd.DataFrame(columns=columns)
     points = eval_points(df, x)
     points = points[points[y].notna()]
@@ -96,20 +103,31 @@ def best_under_budget(df: pd.DataFrame, budgets: Sequence[float], x: str = "eval
         key = key if isinstance(key, tuple) else (key,)
         order = np.argsort(group[x].to_numpy(), kind="mergesort")
         xs = group[x].to_numpy()[order]
-        envelope = np.maximum.accumulate(group[y].to_numpy()[order])
+        chosen = _running_argmax(group[y].to_numpy(dtype=float)[order])  # the selected checkpoint of each prefix
+        values = group[y if report is None else report].to_numpy(dtype=float)[order][chosen]
         counts = np.searchsorted(xs, budgets, side="right")
         for budget, count in zip(budgets, counts):
-            rows.append((*key, budget, envelope[count - 1] if count > 0 else np.nan, int(count)))
+            rows.append((*key, budget, values[count - 1] if count > 0 else np.nan, int(count)))
     return pd.DataFrame(rows, columns=columns)
 
 
+def _running_argmax(values: np.ndarray) -> np.ndarray:
+    """For each prefix values[:i+1], the index of its maximum; ties keep the earliest."""
+    chosen = np.zeros(len(values), dtype=int)
+    for i in range(1, len(values)):
+        chosen[i] = i if values[i] > values[chosen[i - 1]] else chosen[i - 1]
+    return chosen
+
+
 def kl_matched(df: pd.DataFrame, budgets: Sequence[float] | None = None, x: str = "eval/kl",
-               y: str = "eval/win_rate", n_boot: int = N_BOOT, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Per arm and budget: the mean over seeds of the best y under the budget, with a percentile bootstrap CI
-    over seeds. Returns columns arm, budget, mean, ci_low, ci_high, n_seeds, note (why a CI is missing)."""
+               y: str = "eval/win_rate", n_boot: int = N_BOOT, confidence: float = 0.95, seed: int = 0,
+               report: str | None = None) -> pd.DataFrame:
+    """Per arm and budget: the mean over seeds of the best y under the budget (with `report`, the report column
+    at the checkpoint y selects: see best_under_budget), with a percentile bootstrap CI over seeds. Returns
+    columns arm, budget, mean, ci_low, ci_high, n_seeds, note (why a CI is missing)."""
     if budgets is None:
         budgets = default_budgets(df, x=x)
-    best = best_under_budget(df, budgets, x=x, y=y)
+    best = best_under_budget(df, budgets, x=x, y=y, report=report)
     rows = []
     for (arm, budget), group in best.groupby(["arm", "budget"], sort=False, dropna=False):
         values = group["best"].dropna().to_numpy(dtype=float)
