@@ -33,9 +33,24 @@ PROVENANCE_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "
                        "omegaconf", "tokenizers", "safetensors")
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor()); None when unknown. Two machines
+    with the same packages and CPU capability can still differ in float results (measured: an AMD EPYC and another
+    AVX512 machine give step-1 losses differing in the 7th digit), so the model is part of the record."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment(device) -> dict:
-    """What a run's numbers may depend on beyond its config: package versions, Python, the CPU kernels torch
-    dispatches to (e.g. AVX512 vs AVX2), the device used and torch's thread count. Saved in config.yaml under
+    """What a run's numbers may depend on beyond its config: package versions, Python, the CPU model and the CPU
+    kernels torch dispatches to (e.g. AVX512 vs AVX2), the device used and torch's thread count. Saved in config.yaml under
     `environment` (not an override: it never enters the run's name nor the suite runner's staleness check), so
     analysis can warn when pooled runs were made under different ones."""
     import platform
@@ -50,7 +65,7 @@ def environment(device) -> dict:
         except metadata.PackageNotFoundError:
             packages[name] = None
     return {"packages": packages, "python": platform.python_version(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
             "threads": torch.get_num_threads()}
 
 

@@ -24,12 +24,13 @@ def config_of(run_dir):
 def test_a_runs_config_records_its_environment(results):
     run_dir, _, _ = train_run(results / "env", TINY)
     env = config_of(run_dir)["environment"]
-    assert set(env) == {"packages", "python", "cpu_capability", "device", "threads"}
+    assert set(env) == {"packages", "python", "cpu", "cpu_capability", "device", "threads"}
     assert env["packages"] == {name: metadata.version(name) for name in provenance.PROVENANCE_PACKAGES}
     assert {"torch", "transformers", "datasets", "numpy", "pandas", "scipy", "pyarrow", "hydra-core", "omegaconf",
             "tokenizers", "safetensors"} <= set(env["packages"])
     assert env["python"] == platform.python_version()
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu"] == provenance.cpu_model() and (env["cpu"] is None or env["cpu"].strip() == env["cpu"] != "")
     assert env["device"] == "cpu"
     assert env["threads"] == 1 == config_of(run_dir)["threads"]  # the run's own setting, applied
 
