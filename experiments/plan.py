@@ -1,7 +1,7 @@
 """Planning a suite: every run it asks for (arm x sweep point x seed), in dependency order, named and placed.
 
 Runs land in <results root>/<suite>/<run name>; the name is the arm, then every other varying choice (sweep values,
-extra overrides, a non-full profile), then the seed. `@arm` in an override becomes that arm's run directory for the
+extra overrides, a non-full profile), then the seed (in the full profile also the world's build seed). `@arm` in an override becomes that arm's run directory for the
 same seed, and the job lists the job it reads from in `needs` (experiments/schedule.py runs them in that order).
 """
 from __future__ import annotations
@@ -28,6 +28,15 @@ class Job:
 def _name_part(overrides: list[str], seed: int) -> str:
     body = run_name(overrides, seed)
     return body[len("defaults__"):] if body.startswith("defaults__") else body
+
+
+def world_seed(suite: Suite, profile: str, seed: int) -> list[str]:
+    """The world's build seed of a run: its own seed in the full profile (each seed a freshly built world, so a
+    world is a random effect), the world's default in quick. It comes before the arm's and the caller's overrides, so
+    an arm or `extra` that fixes world.build_seed wins (and is then in the run name); it is not in the name
+    otherwise: the name's seed already says it. A replay, sampler_from or init_from arm reads the run of the same
+    seed, hence of the same world."""
+    return [f"world.build_seed={seed}"] if profile == "full" and suite.world_per_seed else []
 
 
 def _wanted_arms(suite: Suite, arms: list[str] | None) -> list[str]:
@@ -73,7 +82,8 @@ def plan(suite: Suite, profile: str = "full", seeds: list[int] | None = None, ar
                     varying = [*point, *extra_point, *extra]
                     run = ("" if profile == "full" else f"__profile-{profile}")
                     job_name = shorten(f"{name}{run}__{_name_part(varying, seed)}")
-                    overrides = [*suite.base, *suite.profiles.get(profile, ()), *arm.overrides, *varying,
+                    overrides = [*suite.base, *suite.profiles.get(profile, ()), *world_seed(suite, profile, seed),
+                                 *arm.overrides, *varying,
                                  f"suite={suite.name}", f"arm={name}", f"profile={profile}", f"seed={seed}"]
                     job = Job(f"{name}/{job_name}", name, seed, job_name, overrides)
                     for dep in arm.needs:

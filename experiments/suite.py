@@ -14,6 +14,16 @@ from dataclasses import dataclass, field
 
 PROFILES = ("quick", "full")  # quick: one seed, short runs (smoke tests); full: the reproduction
 PLACEHOLDER = re.compile(r"@([A-Za-z0-9_]+)")  # `@arm` in an override: that arm's run directory, same seed
+# The replication unit is the seed (issue 12): every claim gets at least 5 seeds in the full profile, and 10 where the
+# claim is a null ("≈", "does not predict", "nearly matches"), which needs a tighter interval to be told from a gap.
+NULL_CLAIMS = frozenset({5, 9, 12, 13, 15})  # the numbered claims of PAPERS.md that assert no difference
+SEEDS = {"quick": (0,), "full": tuple(range(5))}
+NULL_SEEDS = {"quick": (0,), "full": tuple(range(10))}
+# The full profile's evaluation on synth_lm, where win rates decide claims: evaluations also at steps 1, 2, 4, 8, ...
+# (every arm has points under the low KL budgets) and 512 held-out prompts of a family (s.e. of a win rate near 0.9
+# about 0.013, not 0.027 as with 128). world.eval_prompts is the total held-out set, half math and half chat, so
+# 1024 gives each family 512; every synth_lm suite uses the same 1024, so a build seed's world is one cache entry.
+SYNTH_FULL_EVAL = ("eval.log_spaced=true", "world.eval_prompts=1024", "eval.prompts=512")
 
 
 class SuiteError(ValueError):
@@ -45,10 +55,16 @@ class Suite:
     arms: tuple[Arm, ...]  # in plot order
     base: tuple[str, ...] = ()  # overrides shared by every arm
     profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> overrides on top of base
-    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"quick": (0,), "full": (0, 1, 2)})
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(SEEDS))  # NULL_SEEDS for a null claim
     claims: tuple[int, ...] = ()  # the numbered claims of PAPERS.md this suite tests
+    # full profile: seed s also rebuilds the world (world.build_seed=s: its SFT policy / pi_ref, proxy RM and
+    # D_golden), so the seeds' spread includes the world's, not only the optimiser's; quick keeps build seed 0
+    world_per_seed: bool = True
 
     def __post_init__(self):
+        full = len(set(self.seeds.get("full", ())))
+        if self.claims and full < (need := 10 if NULL_CLAIMS & set(self.claims) else 5):
+            raise ValueError(f"suite {self.name}: claims {self.claims} need at least {need} full-profile seeds, not {full}")
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"suite {self.name}: duplicate arm names")

@@ -3,7 +3,7 @@
 World: token_bandit (GPT-nano; R1's optimum lies where the reference is unlikely, R2's at its mode).
 On-policy = sampler synced every step; offline = samples of the reference only (sync_every=inf).
 """
-from experiments.suite import Arm, Suite
+from experiments.suite import NULL_SEEDS, Arm, Suite
 
 # IPO with Tajwar et al.'s margin 10: h* = 1/(2 beta) = 10 (beta = 0.1 stops every pair at 5 nats and cannot reach R1)
 ALGOS = {"dpo": ("algo=dpo",), "ipo": ("algo=ipo", "algo.beta=0.05"), "best_of_n": ("algo=best_of_2", "algo.samples_per_prompt=4"),
@@ -11,11 +11,14 @@ ALGOS = {"dpo": ("algo=dpo",), "ipo": ("algo=ipo", "algo.beta=0.05"), "best_of_n
 REGIMES = {"onpolicy": ("sync_every=1",), "offline": ("sync_every=inf",)}
 REWARDS = ("R1", "R2")
 PROFILES = {"quick": ("steps=100", "eval.every=25", "eval.prompts=128"),
-            "full": ("steps=400", "eval.every=25", "eval.prompts=256")}
+            "full": ("steps=400", "eval.every=25", "world.eval_prompts=512", "eval.prompts=512")}
+# the bandit's held-out set is draws of its 100 one-token prompts; the claims read the final gold reward (no win rate,
+# no KL matching), and 512 draws (cheap: 9-token responses) halve the evaluation variance of claim 13's null clause
 
 SUITES = [
     Suite(
         name="bandit",
+        seeds=NULL_SEEDS,  # claim 13's R2 clause is a null (offline ≈ on-policy)
         question="Does on-policy sampling matter when the reward's optimum is unlikely under the reference (R1) "
                  "and not when it sits at the reference's mode (R2)?",
         paper="Tajwar et al. 2024 [C], token bandit",
