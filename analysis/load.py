@@ -245,28 +245,49 @@ NOT_RECORDED = "not recorded"
 def read_environment(run_dir: str | Path) -> dict | None:
     """The run's `environment:` from its config.yaml, flattened ({"packages.torch": "2.5.1", "python": ...}); None
     when the config records none (runs made before the loop recorded it) or cannot be read."""
-    path = Path(run_dir) / "config.yaml"
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    environment = _read_environment(str(path), stamp)
+    environment, _ = _provenance(Path(run_dir) / "config.yaml")
     return dict(environment) if environment is not None else None
 
 
+CODE_VERSION = "code_version"  # config.yaml's commit of the code that made a run ("+dirty": uncommitted changes)
+
+
+def read_code_version(run_dir: str | Path) -> str | None:
+    """The run's `code_version` from its config.yaml (a commit, "+dirty" when the tree was dirty); None when it
+    records none (runs made before the loop recorded it, or outside git) or the config cannot be read."""
+    return _provenance(Path(run_dir) / "config.yaml")[1]
+
+
+def run_provenance(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """(run_dir, code_version) for each run, sorted by run_dir: the side table of what code made which run (the
+    frame holds code_version only where it varies); code_version is None where the run records none."""
+    dirs = sorted({str(d) for d in run_dirs})
+    return pd.DataFrame({"run_dir": dirs, CODE_VERSION: [read_code_version(d) for d in dirs]},
+                        columns=["run_dir", CODE_VERSION], dtype=object)
+
+
+def _provenance(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None, None
+    return _read_provenance(str(path), stamp)
+
+
 @functools.lru_cache(maxsize=4096)
-def _read_environment(path: str, stamp: int) -> dict | None:
-    """read_environment's file read, cached per (file, modification time): regenerate asks once per suite and once
-    for the whole pool."""
+def _read_provenance(path: str, stamp: int) -> tuple[dict | None, str | None]:
+    """(environment, code_version) of a config.yaml, read once per (file, modification time): regenerate asks once
+    per suite, once for the whole pool and once for the run commits."""
     try:
         with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
-        return None
-    environment = config.get(ENVIRONMENT) if isinstance(config, Mapping) else None
-    if not isinstance(environment, Mapping) or not environment:
-        return None
-    return flatten(environment)
+        return None, None
+    if not isinstance(config, Mapping):
+        return None, None
+    environment, version = config.get(ENVIRONMENT), config.get(CODE_VERSION)
+    environment = flatten(environment) if isinstance(environment, Mapping) and environment else None
+    return environment, (str(version) if version else None)
 
 
 def _value_counts(values: list) -> str:
