@@ -28,7 +28,9 @@ commands:
   compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]
                       win rate against KL, KL-matched and final tables for any runs (run dirs or folders of them),
                       seeds pooled per configuration (or per value of the config keys in by=)
-  bench [KEY=VALUE]   time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens)
+  bench [case=bandit|chat] [KEY=VALUE]
+                      time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens), or (case=chat)
+                      online IPO steps and 512-prompt evaluations on synth_lm chat
 """
 
 
@@ -425,7 +427,8 @@ def cmd_compare(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
-    """`gapstudy bench [measured=N] [repeats=N] [KEY=VALUE]`: milliseconds per online DPO step of the real loop."""
+    """`gapstudy bench [case=bandit|chat] [measured=N] [repeats=N] [KEY=VALUE]`: milliseconds per step of the real
+    loop (case=chat also per evaluation, and the seconds of a run's set-up)."""
     from gapstudy.bench import bench
 
     bench(argv)
