@@ -50,11 +50,12 @@ EFFECTS: dict[str, float] = {
     "classification_gap": 0.16,  # claim 8: offline − online classification accuracy on gold-labelled pairs
     "accuracy_tracks_win_rate": 0.0,  # claim 9: 0: classification accuracy is noise around its level; 1: a
                                       # function of the checkpoint's win rate (noise scaled by 1 − this)
-    "chosen_logratio_fall": 1.0,  # claim 10: fall of log π(y_w) − log π_ref(y_w) (offline 3× online's); < 0: rises
+    "chosen_logratio_fall": 1.0,  # claim 10: fall of log π(y_w) − log π_ref(y_w), in training and on the held-out
+                                  # pairs (offline 3× online's); < 0: rises
     "proxy_accuracy_decay": 0.15,  # claim 11: fall of the proxy's accuracy on policy samples over training
     "entropy_fall": 0.6,  # claim 16: fall of the token entropy of the non-offline sync_period arms over training
     "no_ref_sync_shortening": 0.8,  # claim 16: fall of math_s1_no_ref_sync's response length over training
-    "replay_drift": 1e-3,  # claim 3: relative float noise of a faithful ordered replay (Tang et al.: ~0.1% on TPU)
+    "replay_drift": 1e-3,  # claim 3 and window 1 of claim 5: relative float noise of a faithful ordered replay (Tang et al.: ~0.1% on TPU)
 }
 _TOY_BETAS = (0.1, 0.2, 0.3)  # the toy8x8 suite's beta sweep of dpo_offline and ppo_kl
 _CURRICULUM_CHAT = {"nv": 1.0, "v": 0.0, "nv_then_v": 0.97, "v_then_nv": 0.9, "mixed": 0.75}
@@ -155,7 +156,7 @@ def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise, effects, f
     """(config, records) of every run of one arm and seed."""
     # a faithful replay in original order is the online run, up to float noise (it is, by construction, in gapstudy):
     # it draws from the online run's stream and then drifts by its own; an unfaithful one is a run of its own
-    replay = (suite, arm) == ("data_coverage", "replay_original")
+    replay = (suite, arm) in {("data_coverage", "replay_original"), ("shuffle_degree", "window_1")}  # the online order
     key_arm = "online" if replay and faithful_replay else arm
     offline = any(word in arm for word in ("offline", "sinf", "final_vs", "sft_vs", "mid_vs")) or arm == "window_all"
     if suite in ("kl_budget", "data_coverage", "shuffle_degree", "suboptimal_data", "best_of_2"):
@@ -171,13 +172,19 @@ def _runs(suite, arm, seed, q, steps, eval_every, train_every, noise, effects, f
                 kl = kl_max * frac ** 1.3
                 d = math.sqrt(kl)
                 gold = float(q * _gold_shape(np.array(d), effects["overoptimisation"]))
-                win_rate = float(np.clip(0.5 + 0.45 * math.tanh(gold) + seed_shift + rng.normal(0, noise), 0, 1))
+                # two disjoint halves of the held-out prompts, each with its own noise; the win rate is their mean
+                halves = np.clip(0.5 + 0.45 * math.tanh(gold) + seed_shift + rng.normal(0, noise * math.sqrt(2), 2), 0, 1)
+                win_rate = float(halves.mean())
                 tracks = effects["accuracy_tracks_win_rate"]
                 accuracy = (0.5 + (effects["classification_gap"] if offline else 0.0)
                             + (1 - tracks) * rng.normal(0, 0.01) + tracks * (win_rate - 0.5) - 0.02 * frac)
                 record = {"eval/kl": kl, "eval/kl_k1": kl * 1.02, "eval/kl_k3": kl * 0.97, "eval/win_rate": win_rate,
                           "eval/gold_reward": gold + rng.normal(0, noise), "eval/length": 40 + 10 * frac,
-                          "eval/entropy": 1.5 - 0.5 * frac, "eval/classification_accuracy": accuracy}
+                          "eval/entropy": 1.5 - 0.5 * frac, "eval/classification_accuracy": accuracy,
+                          "eval/win_rate_a": float(halves[0]), "eval/win_rate_b": float(halves[1]),
+                          # claim 10 on fixed gold-labelled SFT pairs: falls, offline 3x online's (< 0: rises)
+                          "eval/heldout_chosen_logratio": -(3.0 if offline else 1.0) * effects["chosen_logratio_fall"]
+                                                          * frac + rng.normal(0, 0.05)}
                 if labeller == "proxy":
                     record["eval/proxy_reward"] = 0.35 * d + rng.normal(0, noise)
                     record["eval/proxy_accuracy"] = 0.78 - effects["proxy_accuracy_decay"] * frac + rng.normal(0, 0.005)

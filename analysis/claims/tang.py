@@ -1,6 +1,7 @@
 """The claims of Tang et al. 2024 [A] (claims 1–12 of PAPERS.md): the online-offline gap at matched KL
 (kl_budget), the replayed online log (data_coverage, shuffle_degree), suboptimal offline data (suboptimal_data) and
-Best-of-2 (best_of_2). Each decision function reads a suite's frame; CLAIMS holds each claim's text, suite and rule.
+Best-of-2 (best_of_2). Each decision function reads a suite's frame and its rule's block of rules.yaml; every value is
+formed per seed and its interval is over seeds (analysis.stats). Claim 3 and window 1 of claim 5 are checks.
 """
 from __future__ import annotations
 
@@ -9,94 +10,93 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.claims.rules import (BARELY_FRACTION, CORRELATION_EQUIVALENCE, EQUIVALENCE_WIN_RATE, FEW_BUDGETS,
-                                   GENERIC_RULE, INCONCLUSIVE, MIN_CHECKPOINTS, MIN_RUNS_CORRELATION, MOST_BUDGETS,
-                                   NEAR_RECOVERY, NO_PREDICTION_RHO, NOT_REPRODUCED, PREDICTS_RHO, REPLAY_DIVERGED,
-                                   REPLAY_SCALE_FLOOR, REPLAY_TOLERANCE, REPRODUCED, TRAIN_TAIL, Claim, Decision,
-                                   arms_with_data, budget_text, directional, fitted_slope, fmt, interval_text,
-                                   matched_per_seed, mean_difference, missing_text, nan_decision, run_finals,
-                                   seed_finals, spearman)
-from analysis.kl_match import bootstrap_ci
-from analysis.load import eval_points, final_points
+from analysis.claims.rules import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Decision, arms_with_data, budget_text,
+                                   directional, equivalent, fmt, interval_text, make_claim, matched_per_seed,
+                                   missing_text, nan_decision, rule, run_finals, seed_finals)
+from analysis.load import eval_points, final_points, initial_points
+from analysis.stats import (T_ONE, T_PAIRED, contrast, fitted_slope, paired_t_interval, partial_correlation,
+                            spearman, t_interval)
 from analysis.style import arm_label
 from experiments import SUITES
 
 
 # ------------------------------------------------------------------------------- kl_budget: claims 1, 2, 8-11
 def decide_online_beats_offline(df: pd.DataFrame) -> Decision:
-    """Claim 1: online − offline best win rate under matched KL budgets, mean over budgets and seeds. The first
+    """Claim 1: online − offline KL-matched win rate (mean over budgets), per seed, paired t over seeds. The first
     complete pair decides: offline IPO on D_golden is Tang et al.'s comparison (both regimes see the same gold
     labels: online through the proxy trained on them), then offline IPO on unbounded fresh gold-labelled SFT pairs,
     then DPO; the others are reported beside it."""
-    statistic = "online − offline best win rate under KL budget (mean over budgets)"
-    pairs = [("online_ipo", "offline_ipo_golden"), ("online_ipo", "offline_ipo"), ("online_dpo", "offline_dpo")]
-    usable = [p for p in pairs if not arms_with_data(df, p)[1]]
+    r = rule(1)
+    band, statistic = r.thresholds["equivalence"], r.statistic
+    usable = [tuple(p) for p in r.arms["pairs"] if not arms_with_data(df, p)[1]]
     if not usable:
-        absent = sorted({a for p in pairs for a in arms_with_data(df, p)[1]})
+        absent = sorted({a for p in r.arms["pairs"] for a in arms_with_data(df, p)[1]})
         return nan_decision(statistic, missing_text(absent))
     results = []
     for online, offline in usable:
-        values, info = matched_per_seed(df, [online, offline])
-        value, low, high = bootstrap_ci([values[online], values[offline]], mean_difference)
+        values, info = matched_per_seed(df, [online, offline], r)
+        gap = paired_t_interval(values[online], values[offline])
         per_budget = info.get("per_budget", pd.DataFrame())
         ahead = (per_budget.loc[online] > per_budget.loc[offline]).mean() if len(per_budget) == 2 else math.nan
-        peaks = {arm: eval_points(df[df["arm"] == arm]).groupby("seed")["eval/win_rate"].max().mean()
+        peaks = {arm: eval_points(df[df["arm"] == arm]).groupby("seed")[r.fallback].max().mean()
                  for arm in (online, offline)}
-        results.append((online, offline, value, low, high, ahead, peaks, info, len(values[online]), len(values[offline])))
-    online, offline, value, low, high, ahead, peaks, info, n_on, n_off = results[0]
-    if not np.isfinite(value):
-        return nan_decision(statistic, f"{budget_text(info)}: no value for both arms")
-    verdict, reason = directional(low, high)
-    if verdict == REPRODUCED and not (np.isfinite(ahead) and ahead >= MOST_BUDGETS):
+        results.append((online, offline, gap, ahead, peaks, info))
+    online, offline, gap, ahead, peaks, info = results[0]
+    if not np.isfinite(gap.value):
+        return nan_decision(statistic, f"{budget_text(info)}: no value for both arms", interval=T_PAIRED)
+    verdict, reason = directional(gap.low, gap.high, band)
+    if verdict == REPRODUCED and not (np.isfinite(ahead) and ahead >= r.thresholds["most_budgets"]):
         verdict, reason = INCONCLUSIVE, f"CI above 0 but online ahead at only {ahead:.0%} of budgets"
-    if np.isfinite(ahead) and ahead < FEW_BUDGETS and verdict != NOT_REPRODUCED:
+    if np.isfinite(ahead) and ahead < r.thresholds["few_budgets"] and verdict != NOT_REPRODUCED:
         verdict, reason = NOT_REPRODUCED, f"online ahead at only {ahead:.0%} of budgets"
-    parts = [f"{arm_label(online)} vs {arm_label(offline)}, {budget_text(info)}, seeds {n_on}/{n_off}; {reason}",
+    parts = [f"{arm_label(online)} vs {arm_label(offline)}, {budget_text(info)}, {gap.n} paired seeds; {reason}",
              f"online ahead at {ahead:.0%} of budgets" if np.isfinite(ahead) else "",
-             f"peak win rate {peaks[online]:.3f} vs {peaks[offline]:.3f}"]
+             f"peak {r.fallback} {peaks[online]:.3f} vs {peaks[offline]:.3f}"]
     for other in results[1:]:
-        parts.append(f"{arm_label(other[0])} − {arm_label(other[1])}: {fmt(other[2])}{interval_text(other[3], other[4])}")
-    return Decision(statistic, value, low, high, verdict, "; ".join(p for p in parts if p))
+        parts.append(f"{arm_label(other[0])} − {arm_label(other[1])}: {fmt(other[2].value)}"
+                     f"{interval_text(other[2].low, other[2].high)}")
+    return Decision(statistic, gap.value, gap.low, gap.high, verdict, "; ".join(p for p in parts if p),
+                    gap.method, gap.n)
 
 
 def decide_overoptimisation(df: pd.DataFrame) -> Decision:
-    """Claim 2: over each proxy-labelled run's upper half of KL, the slope of gold reward against √KL
-    (negative = falling after the peak) and of proxy reward (positive = still rising); unit = run."""
-    statistic = "slope of gold reward vs √KL over each proxy run's upper half of KL"
+    """Claim 2: over each proxy-labelled run's upper half of KL, the slope of gold reward against √KL (negative =
+    falling after the peak) and of proxy reward (positive = still rising), averaged within a seed; t over seeds."""
+    r = rule(2)
+    statistic, needed = r.statistic, list(r.metric)
     points = eval_points(df)
-    needed = ["eval/gold_reward", "eval/proxy_reward", "eval/kl"]
     if points.empty or any(k not in points for k in needed):
         return nan_decision(statistic, "no evaluation data")
     points = points[points[needed].notna().all(axis=1)]
-    gold_slopes, proxy_slopes, rises, arms = [], [], [], []
+    rows = []
     for _, run in points.groupby("run_dir"):
-        if len(run) < MIN_CHECKPOINTS:
+        if len(run) < r.thresholds["min_checkpoints"]:
             continue
         run = run.sort_values("eval/kl")
         d = np.sqrt(np.clip(run["eval/kl"].to_numpy(dtype=float), 0, None))
         tail = d >= np.median(d)
         gold, proxy = run["eval/gold_reward"].to_numpy(dtype=float), run["eval/proxy_reward"].to_numpy(dtype=float)
-        gold_slopes.append(fitted_slope(d[tail], gold[tail]))
-        proxy_slopes.append(fitted_slope(d[tail], proxy[tail]))
-        rises.append(gold.max() - gold[0])
-        arms.append(run["arm"].iloc[0])
-    if not gold_slopes:
-        return nan_decision(statistic, f"no labeller=proxy run with >= {MIN_CHECKPOINTS} checkpoints logging "
-                                        "eval/proxy_reward")
-    value, low, high = bootstrap_ci(np.array(gold_slopes))
-    proxy, proxy_low, proxy_high = bootstrap_ci(np.array(proxy_slopes))
-    rise = float(np.nanmean(rises))
-    if not np.isfinite(low):
-        verdict, reason = INCONCLUSIVE, "one proxy run: no CI"
-    elif high < 0 and proxy_low > 0 and rise > 0:
+        rows.append((run["seed"].iloc[0], run["arm"].iloc[0], fitted_slope(d[tail], gold[tail]),
+                     fitted_slope(d[tail], proxy[tail]), gold.max() - gold[0]))
+    if not rows:
+        return nan_decision(statistic, f"no labeller=proxy run with >= {r.thresholds['min_checkpoints']} "
+                                       "checkpoints logging eval/proxy_reward")
+    runs = pd.DataFrame(rows, columns=["seed", "arm", "gold", "proxy", "rise"])
+    per_seed = runs.groupby("seed")[["gold", "proxy", "rise"]].mean()
+    gold, proxy = t_interval(per_seed["gold"]), t_interval(per_seed["proxy"])
+    rise = float(per_seed["rise"].mean())
+    if not (gold.finite and proxy.finite):
+        verdict, reason = INCONCLUSIVE, "one seed: no CI"
+    elif gold.high < 0 and proxy.low > 0 and rise > 0:
         verdict, reason = REPRODUCED, "gold falls (CI < 0) while proxy rises (CI > 0) at high KL, after an initial rise"
-    elif low > 0 or proxy_high < 0:
-        verdict, reason = NOT_REPRODUCED, ("gold still rising at the highest KL" if low > 0 else "proxy falls at high KL")
+    elif gold.low > 0 or proxy.high < 0:
+        verdict, reason = NOT_REPRODUCED, ("gold still rising at the highest KL" if gold.low > 0 else "proxy falls at high KL")
     else:
         verdict, reason = INCONCLUSIVE, "CIs include 0"
-    return Decision(statistic, value, low, high, verdict,
-                    f"{len(gold_slopes)} proxy runs ({', '.join(sorted(set(map(str, arms))))}); proxy slope "
-                    f"{fmt(proxy)}{interval_text(proxy_low, proxy_high)}; mean gold rise to peak {fmt(rise)}; {reason}")
+    return Decision(statistic, gold.value, gold.low, gold.high, verdict,
+                    f"{len(runs)} proxy runs ({', '.join(sorted(set(map(str, runs['arm']))))}) over {gold.n} seeds; "
+                    f"proxy slope {fmt(proxy.value)}{interval_text(proxy.low, proxy.high)}; mean gold rise to peak "
+                    f"{fmt(rise)}; {reason}", gold.method, min(gold.n, proxy.n))
 
 
 def _families(df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -105,319 +105,321 @@ def _families(df: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def decide_offline_classifies_better(df: pd.DataFrame) -> Decision:
-    """Claim 8: offline − online final classification accuracy on gold-labelled pairs; unit = run."""
-    statistic = "offline − online classification accuracy (final, per run)"
+    """Claim 8: offline − online final classification accuracy, each family averaged within a seed; paired t."""
+    r = rule(8)
     online, offline = _families(df)
-    runs = run_finals(df, online + offline, ["eval/classification_accuracy"]).dropna(subset=["eval/classification_accuracy"])
-    a = runs.loc[runs["arm"].isin(offline), "eval/classification_accuracy"].to_numpy()
-    b = runs.loc[runs["arm"].isin(online), "eval/classification_accuracy"].to_numpy()
-    if len(a) == 0 or len(b) == 0:
-        return nan_decision(statistic, "no eval/classification_accuracy for " + ("offline" if len(a) == 0 else "online") + " runs")
-    value, low, high = bootstrap_ci([a, b], mean_difference)
-    verdict, reason = directional(low, high)
-    return Decision(statistic, value, low, high, verdict,
-                    f"offline {np.mean(a):.3f} ({len(a)} runs) vs online {np.mean(b):.3f} ({len(b)} runs); {reason}")
+    a, b = seed_finals(df, offline, r.metric), seed_finals(df, online, r.metric)
+    if a.empty or b.empty:
+        return nan_decision(r.statistic, f"no {r.metric} for " + ("offline" if a.empty else "online") + " runs")
+    gap = paired_t_interval(a, b)
+    verdict, reason = directional(gap.low, gap.high, r.thresholds["equivalence"])
+    return Decision(r.statistic, gap.value, gap.low, gap.high, verdict,
+                    f"offline {a.mean():.3f} vs online {b.mean():.3f}, {gap.n} paired seeds; {reason}", gap.method, gap.n)
 
 
 def decide_accuracy_does_not_predict(df: pd.DataFrame) -> Decision:
-    """Claim 9: Spearman rho of final classification accuracy vs final win rate across offline runs."""
-    statistic = "Spearman ρ(classification accuracy, win rate) across offline runs"
+    """Claim 9: per seed, the partial correlation of final classification accuracy with final win rate given log
+    final KL across that seed's offline runs (configurations); t over seeds; a null, decided by the band."""
+    r = rule(9)
     _, offline = _families(df)
-    columns = ["eval/classification_accuracy", "eval/win_rate"]
-    runs = run_finals(df, offline, columns).dropna(subset=columns)
-    if len(runs) < MIN_RUNS_CORRELATION:
-        return nan_decision(statistic, f"{len(runs)} offline runs with both metrics; need >= {MIN_RUNS_CORRELATION}")
-    x, y = runs[columns[0]].to_numpy(), runs[columns[1]].to_numpy()
-    value, low, high = bootstrap_ci([x, y], spearman, paired=True)
-    if not np.isfinite(value):
-        return nan_decision(statistic, "a metric is constant across runs: no correlation defined")
-    if abs(value) <= NO_PREDICTION_RHO and (not np.isfinite(low) or low <= 0 <= high):
-        verdict, reason = REPRODUCED, f"|ρ| <= {NO_PREDICTION_RHO} and CI includes 0"
-    elif abs(value) >= PREDICTS_RHO and np.isfinite(low) and (low > 0 or high < 0):
-        verdict, reason = NOT_REPRODUCED, f"|ρ| >= {PREDICTS_RHO} and CI excludes 0: accuracy predicts win rate"
-    else:
-        verdict, reason = INCONCLUSIVE, "moderate or uncertain correlation"
-    return Decision(statistic, value, low, high, verdict, f"{len(runs)} offline runs; {reason}")
+    accuracy, win_rate, kl = r.metric
+    runs = run_finals(df, offline, list(r.metric)).dropna(subset=list(r.metric))
+    per_seed, small = {}, []
+    for seed, group in runs.groupby("seed"):
+        if len(group) < r.thresholds["min_runs_per_seed"]:
+            small.append(seed)
+            continue
+        log_kl = np.log(np.clip(group[kl].to_numpy(dtype=float), r.thresholds["kl_floor"], None))
+        per_seed[seed] = partial_correlation(group[accuracy], group[win_rate], log_kl)
+    values = pd.Series(per_seed, dtype=float).dropna()
+    if values.empty:
+        return nan_decision(r.statistic, f"no seed with >= {r.thresholds['min_runs_per_seed']} offline runs holding "
+                                         f"{', '.join(r.metric)} and a defined partial correlation")
+    ci = t_interval(values)
+    verdict, reason = equivalent(ci.low, ci.high, r.thresholds["band"])
+    return Decision(r.statistic, ci.value, ci.low, ci.high, verdict,
+                    f"{ci.n} seeds, {len(runs) // max(1, len(runs['seed'].unique()))} offline runs per seed"
+                    + (f"; seeds with too few runs: {small}" if small else "") + f"; {reason}", ci.method, ci.n)
 
 
 def decide_chosen_logratio_falls(df: pd.DataFrame) -> Decision:
-    """Claim 10: each run's end value of train/chosen_logratio (mean over its last 10% of steps); both
-    families must end below 0, and offline lower than online. Statistic: online − offline; unit = run."""
-    statistic = "online − offline end-of-training log π(y_w) − log π_ref(y_w)"
-    online, offline = _families(df)
-    key = "train/chosen_logratio"
-    if df.empty or key not in df:
-        return nan_decision(statistic, f"no {key} logged")
-    ends = {}
-    for run_dir, run in df[df[key].notna()].groupby("run_dir"):
-        run = run.sort_values("step")
-        tail = run[key].to_numpy()[-max(1, int(math.ceil(TRAIN_TAIL * len(run)))):]
-        ends[run_dir] = (run["arm"].iloc[0], float(np.mean(tail)))
-    a = np.array([v for arm, v in ends.values() if arm in online])
-    b = np.array([v for arm, v in ends.values() if arm in offline])
-    if len(a) == 0 or len(b) == 0:
-        return nan_decision(statistic, f"no {key} for " + ("online" if len(a) == 0 else "offline") + " runs")
-    on, on_low, on_high = bootstrap_ci(a)
-    off, off_low, off_high = bootstrap_ci(b)
-    value, low, high = bootstrap_ci([a, b], mean_difference)
-    if not (np.isfinite(low) and np.isfinite(on_high) and np.isfinite(off_high)):
-        verdict, reason = INCONCLUSIVE, "fewer than 2 runs per family: no CI"
-    elif on_high < 0 and off_high < 0 and low > 0:
-        verdict, reason = REPRODUCED, "both families end below 0 (CI) and offline lower (CI of difference > 0)"
-    elif on_low > 0 or off_low > 0 or high < 0:
-        verdict, reason = NOT_REPRODUCED, "a family ends above 0, or online falls more than offline"
+    """Claim 10: final − initial eval/heldout_chosen_logratio (fixed gold-labelled SFT pairs, the same for every
+    arm), each family averaged within a seed: both families fall (t CI < 0), offline more (paired t CI > 0)."""
+    r = rule(10)
+    key, (online, offline) = r.metric, _families(df)
+    if df.empty or key not in df or df[key].isna().all():
+        return nan_decision(r.statistic, f"no {key} logged (runs made before it existed: train/chosen_logratio, on "
+                                         f"the policy's own pairs, is not this statistic)")
+
+    def change(arms):
+        runs = df[df["arm"].isin(arms) & df[key].notna()]
+        if runs.empty:
+            return pd.Series(dtype=float)
+        ordered = runs.sort_values("step").groupby("run_dir")
+        per_run = pd.DataFrame({"seed": ordered["seed"].first(), "arm": ordered["arm"].first(),
+                                "change": ordered[key].last() - ordered[key].first()})
+        return per_run.groupby(["seed", "arm"])["change"].mean().groupby("seed").mean()
+
+    a, b = change(online), change(offline)
+    if a.empty or b.empty:
+        return nan_decision(r.statistic, f"no {key} for " + ("online" if a.empty else "offline") + " runs")
+    on, off, gap = t_interval(a), t_interval(b), paired_t_interval(a, b)
+    if not (on.finite and off.finite and gap.finite):
+        verdict, reason = INCONCLUSIVE, "fewer than 2 seeds per family: no CI"
+    elif on.high < 0 and off.high < 0 and gap.low > 0:
+        verdict, reason = REPRODUCED, "both families fall (CI < 0) and offline falls more (CI of difference > 0)"
+    elif on.low > 0 or off.low > 0 or gap.high < 0:
+        verdict, reason = NOT_REPRODUCED, "a family rises, or online falls more than offline"
     else:
         verdict, reason = INCONCLUSIVE, "a CI includes 0"
-    return Decision(statistic, value, low, high, verdict,
-                    f"online end {fmt(on)}{interval_text(on_low, on_high)} ({len(a)} runs), offline end "
-                    f"{fmt(off)}{interval_text(off_low, off_high)} ({len(b)} runs); {reason}")
+    return Decision(r.statistic, gap.value, gap.low, gap.high, verdict,
+                    f"online change {fmt(on.value)}{interval_text(on.low, on.high)}, offline change "
+                    f"{fmt(off.value)}{interval_text(off.low, off.high)} ({gap.n} paired seeds); {reason}",
+                    gap.method, min(on.n, off.n, gap.n))
 
 
 def decide_proxy_accuracy_decays(df: pd.DataFrame) -> Decision:
-    """Claim 11: change of eval/proxy_accuracy over training, from a least-squares line against step
-    (slope × steps covered), per run with >= 4 evaluations; unit = run."""
-    statistic = "fitted change of proxy accuracy over training"
-    key = "eval/proxy_accuracy"
+    """Claim 11: change of eval/proxy_accuracy over training (least-squares slope × steps covered) per run with >= 4
+    evaluations, averaged within a seed; t over seeds."""
+    r = rule(11)
+    key = r.metric
     if df.empty or key not in df:
-        return nan_decision(statistic, f"no {key} logged")
-    changes, arms = [], set()
+        return nan_decision(r.statistic, f"no {key} logged")
+    rows = []
     for _, run in df[df[key].notna()].groupby("run_dir"):
-        if len(run) < MIN_CHECKPOINTS:
+        if len(run) < r.thresholds["min_checkpoints"]:
             continue
         slope = fitted_slope(run["step"], run[key])
         if np.isfinite(slope):
-            changes.append(slope * float(np.ptp(run["step"])))
-            arms.add(str(run["arm"].iloc[0]))
-    if not changes:
-        return nan_decision(statistic, f"no run with >= {MIN_CHECKPOINTS} evaluations of {key} (labeller=proxy)")
-    value, low, high = bootstrap_ci(np.array(changes))
-    verdict, reason = directional(low, high, sign=-1)  # the claim is a decrease
-    return Decision(statistic, value, low, high, verdict, f"{len(changes)} runs ({', '.join(sorted(arms))}); {reason}")
+            rows.append((run["seed"].iloc[0], str(run["arm"].iloc[0]), slope * float(np.ptp(run["step"]))))
+    if not rows:
+        return nan_decision(r.statistic, f"no run with >= {r.thresholds['min_checkpoints']} evaluations of {key} "
+                                         "(labeller=proxy)")
+    runs = pd.DataFrame(rows, columns=["seed", "arm", "change"])
+    ci = t_interval(runs.groupby("seed")["change"].mean())
+    verdict, reason = directional(ci.low, ci.high, r.thresholds["equivalence"], sign=-1)  # the claim is a decrease
+    return Decision(r.statistic, ci.value, ci.low, ci.high, verdict,
+                    f"{len(runs)} runs ({', '.join(sorted(set(runs['arm'])))}) over {ci.n} seeds; {reason}",
+                    ci.method, ci.n)
 
 
-# ------------------------------------------------------------------------------- data_coverage: claims 3, 4
-def decide_replay_reproduces_online(df: pd.DataFrame) -> Decision:
-    """Claim 3: largest relative difference, over seeds and metrics, between replay_original and the online
-    run of the same seed: final evaluation metrics and training-metric means."""
-    statistic = "max relative difference replay_original vs online"
-    present, absent = arms_with_data(df, ["online", "replay_original"])
+# ------------------------------------------------------------------------------- data_coverage: check 3, claim 4
+def _same_run(df: pd.DataFrame, key: str) -> Decision:
+    """A check that a replay is its online run: the largest relative difference, over seeds and metrics, of final
+    evaluation metrics and training-metric means."""
+    r = rule(key)
+    online_arm, replay_arm = r.arms["online"], r.arms["replay"]
+    present, absent = arms_with_data(df, [online_arm, replay_arm])
     if absent:
-        return nan_decision(statistic, missing_text(absent))
+        return nan_decision(r.statistic, missing_text(absent))
     eval_keys = [c for c in df.columns if isinstance(c, str) and c.startswith("eval/")]
     train_keys = ["train/loss", "train/margin", "train/accuracy", "train/chosen_logratio"]
     summaries = {}
     for arm in present:
         runs = df[df["arm"] == arm]
         finals = final_points(runs).groupby("seed")[eval_keys].mean()
-        means = runs.groupby("seed")[[k for k in train_keys if k in runs]].mean()
-        summaries[arm] = finals.join(means, how="outer")
-    online, replay = summaries["online"], summaries["replay_original"]
+        summaries[arm] = finals.join(runs.groupby("seed")[[k for k in train_keys if k in runs]].mean(), how="outer")
+    online, replay = summaries[online_arm], summaries[replay_arm]
     seeds = online.index.intersection(replay.index)
     worst, where = -1.0, ""
     for seed in seeds:
-        for key in online.columns.intersection(replay.columns):
-            a, b = online.at[seed, key], replay.at[seed, key]
+        for column in online.columns.intersection(replay.columns):
+            a, b = online.at[seed, column], replay.at[seed, column]
             if not (np.isfinite(a) and np.isfinite(b)):
                 continue
-            relative = abs(a - b) / max(abs(a), abs(b), REPLAY_SCALE_FLOOR)
+            relative = abs(a - b) / max(abs(a), abs(b), r.thresholds["scale_floor"])
             if relative > worst:
-                worst, where = relative, f"{key}, seed {seed}"
+                worst, where = relative, f"{column}, seed {seed}"
     if worst < 0:
-        return nan_decision(statistic, "no seed with both an online and a replay_original run and shared metrics")
-    if worst <= REPLAY_TOLERANCE:
-        verdict, reason = REPRODUCED, f"within {REPLAY_TOLERANCE:.0%}"
-    elif worst > REPLAY_DIVERGED:
-        verdict, reason = NOT_REPRODUCED, f"above {REPLAY_DIVERGED:.0%}"
+        return nan_decision(r.statistic, f"no seed with both an {online_arm} and a {replay_arm} run and shared metrics")
+    tolerance, diverged = r.thresholds["tolerance"], r.thresholds["diverged"]
+    if worst <= tolerance:
+        verdict, reason = REPRODUCED, f"within {tolerance:.0%}"
+    elif worst > diverged:
+        verdict, reason = NOT_REPRODUCED, f"above {diverged:.0%}"
     else:
-        verdict, reason = INCONCLUSIVE, f"between {REPLAY_TOLERANCE:.0%} and {REPLAY_DIVERGED:.0%}"
-    return Decision(statistic, worst, math.nan, math.nan, verdict,
-                    f"{len(seeds)} paired seeds; largest at {where}; {reason}")
+        verdict, reason = INCONCLUSIVE, f"between {tolerance:.0%} and {diverged:.0%}"
+    return Decision(r.statistic, worst, math.nan, math.nan, verdict,
+                    f"{len(seeds)} paired seeds; largest at {where}; {reason}", "", len(seeds))
 
 
-def _gap_decision(df: pd.DataFrame, better: str, worse: str, statistic: str) -> Decision:
+def decide_replay_reproduces_online(df: pd.DataFrame) -> Decision:
+    """Check of claim 3: replay_original is the online run (true by construction)."""
+    return _same_run(df, "check_replay_original")
+
+
+def decide_window_1_is_online(df: pd.DataFrame) -> Decision:
+    """Check of claim 5: a shuffle window of one batch replays the online order (true by construction)."""
+    return _same_run(df, "check_window_1")
+
+
+def _gap_decision(df: pd.DataFrame, number: int) -> Decision:
+    r = rule(number)
+    better, worse = r.arms["better"], r.arms["worse"]
     present, absent = arms_with_data(df, [better, worse])
     if absent:
-        return nan_decision(statistic, missing_text(absent))
-    values, info = matched_per_seed(df, [better, worse])
-    value, low, high = bootstrap_ci([values[better], values[worse]], mean_difference)
-    if not np.isfinite(value):
-        return nan_decision(statistic, f"{budget_text(info)}: no value for both arms")
-    verdict, reason = directional(low, high)
-    return Decision(statistic, value, low, high, verdict,
-                    f"{budget_text(info)}, seeds {len(values[better])}/{len(values[worse])}; {reason}")
+        return nan_decision(r.statistic, missing_text(absent))
+    values, info = matched_per_seed(df, [better, worse], r)
+    gap = paired_t_interval(values[better], values[worse])
+    if not np.isfinite(gap.value):
+        return nan_decision(r.statistic, f"{budget_text(info)}: no value for both arms", interval=T_PAIRED)
+    verdict, reason = directional(gap.low, gap.high, r.thresholds["equivalence"])
+    return Decision(r.statistic, gap.value, gap.low, gap.high, verdict,
+                    f"{budget_text(info)}, {gap.n} paired seeds; {reason}", gap.method, gap.n)
 
 
 def decide_shuffled_below_online(df: pd.DataFrame) -> Decision:
-    """Claim 4: online − replay_shuffled KL-matched win rate."""
-    return _gap_decision(df, "online", "replay_shuffled", "online − replay_shuffled KL-matched win rate")
+    """Claim 4: online − replay_shuffled KL-matched win rate, paired t over seeds."""
+    return _gap_decision(df, 4)
 
 
 # ------------------------------------------------------------------------------------ shuffle_degree: claim 5
-_WINDOW_RANK = {"window_1": 0, "window_4": 1, "window_32": 2, "window_256": 3, "window_all": 4}
-
-
 def decide_shuffle_window(df: pd.DataFrame) -> Decision:
-    """Claim 5: Spearman rho between shuffle-window rank (1 < 4 < 32 < 256 < all) and final win rate,
-    across runs (seeds) of the window arms."""
-    statistic = "Spearman ρ(shuffle window, final win rate)"
-    runs = run_finals(df, list(_WINDOW_RANK), ["eval/win_rate"]).dropna(subset=["eval/win_rate"])
-    windows = sorted(set(runs["arm"]), key=_WINDOW_RANK.get)
-    absent = [a for a in _WINDOW_RANK if a not in windows]
-    if len(windows) < 3 or len(runs) < 5:
-        return nan_decision(statistic, f"{len(windows)} windows / {len(runs)} runs with data; need >= 3 / 5"
-                             + (f"; {missing_text(absent)}" if absent else ""))
-    rank = runs["arm"].map(_WINDOW_RANK).to_numpy(dtype=float)
-    value, low, high = bootstrap_ci([rank, runs["eval/win_rate"].to_numpy()], spearman, paired=True)
-    if not np.isfinite(value):
-        return nan_decision(statistic, "win rate constant across windows")
-    verdict, reason = directional(low, high, band=CORRELATION_EQUIVALENCE, sign=-1)
-    means = runs.groupby("arm")["eval/win_rate"].mean()
-    listing = ", ".join(f"{a.removeprefix('window_')}: {means[a]:.3f}" for a in windows)
-    return Decision(statistic, value, low, high, verdict,
-                    f"mean final win rate by window {listing}" + (f"; {missing_text(absent)}" if absent else "")
-                    + f"; {reason}")
+    """Claim 5: per seed, Spearman ρ between shuffle-window rank (4 < 32 < 256 < all) and final win rate across that
+    seed's window arms (window 1 is the online order: check_window_1); t over seeds."""
+    r = rule(5)
+    windows = list(r.arms["windows"])
+    runs = run_finals(df, windows, [r.metric]).dropna(subset=[r.metric])
+    present = [w for w in windows if w in set(runs["arm"])]
+    absent = [w for w in windows if w not in present]
+    if len(present) < r.thresholds["min_windows"]:
+        return nan_decision(r.statistic, f"{len(present)} windows with data; need >= {r.thresholds['min_windows']}"
+                            + (f"; {missing_text(absent)}" if absent else ""))
+    per_arm_seed = runs.groupby(["seed", "arm"])[r.metric].mean().reset_index()
+    rho = {}
+    for seed, group in per_arm_seed.groupby("seed"):
+        if group["arm"].nunique() >= r.thresholds["min_windows"]:
+            rho[seed] = spearman(group["arm"].map(windows.index), group[r.metric])
+    ci = t_interval(pd.Series(rho, dtype=float))
+    if not np.isfinite(ci.value):
+        return nan_decision(r.statistic, "win rate constant across windows in every seed", interval=T_ONE)
+    verdict, reason = directional(ci.low, ci.high, r.thresholds["equivalence"], sign=-1)
+    means = per_arm_seed.groupby("arm")[r.metric].mean()
+    listing = ", ".join(f"{a.removeprefix('window_')}: {means[a]:.3f}" for a in present)
+    return Decision(r.statistic, ci.value, ci.low, ci.high, verdict,
+                    f"{ci.n} seeds; mean final win rate by window {listing}"
+                    + (f"; {missing_text(absent)}" if absent else "") + f"; {reason}", ci.method, ci.n)
 
 
 # ---------------------------------------------------------------------------------- suboptimal_data: 6, 7
 def decide_final_pairs_barely_beat_sft(df: pd.DataFrame) -> Decision:
-    """Claim 6: fraction of online's gain over SFT that final_vs_final keeps:
-    (win(final_vs_final) − 0.5) / (win(online) − 0.5), final win rates vs SFT."""
-    statistic = "final_vs_final gain over SFT / online gain over SFT"
-    present, absent = arms_with_data(df, ["online", "final_vs_final"])
+    """Claim 6, two-sided: final_vs_final's gain over SFT (final win rate − 0.5) is above 0 and below 1/3 of online's,
+    both by t-intervals over seeds (the second on the per-seed contrast gain − online gain / 3)."""
+    r = rule(6)
+    final_arm, online_arm = r.arms["final"], r.arms["online"]
+    sft, barely = r.thresholds["sft"], r.thresholds["barely"]
+    present, absent = arms_with_data(df, [online_arm, final_arm])
     if absent:
-        return nan_decision(statistic, missing_text(absent))
-    online, final = seed_finals(df, "online", "eval/win_rate"), seed_finals(df, "final_vs_final", "eval/win_rate")
-    gain, gain_low, _ = bootstrap_ci(online - 0.5)
-    if len(online) == 0 or len(final) == 0:
-        return nan_decision(statistic, "no final win rate for " + ("online" if len(online) == 0 else "final_vs_final"))
-    if not (np.isfinite(gain_low) and gain_low > 0):
-        return nan_decision(statistic, f"online gain over SFT {fmt(gain)} is not confidently positive: no scale")
-
-    def kept(f, o):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (np.mean(f) - 0.5) / (np.mean(o) - 0.5)
-
-    value, low, high = bootstrap_ci([final, online], kept)
-    if not np.isfinite(high):
+        return nan_decision(r.statistic, missing_text(absent))
+    online, final = seed_finals(df, online_arm, r.metric), seed_finals(df, final_arm, r.metric)
+    if online.empty or final.empty:
+        return nan_decision(r.statistic, "no final win rate for " + (online_arm if online.empty else final_arm))
+    online_gain = t_interval(online - sft)
+    gain = t_interval(contrast({"final": final, "online": online}, {"final": 1.0, "online": 0.0}, -sft))
+    keep = t_interval(contrast({"final": final, "online": online}, {"final": 1.0, "online": -barely},
+                               -sft * (1 - barely)))
+    n = min(gain.n, keep.n, online_gain.n)
+    kept = (final.mean() - sft) / (online.mean() - sft) if online.mean() != sft else math.nan
+    text = (f"win rate {final_arm} {final.mean():.3f}, {online_arm} {online.mean():.3f} ({n} paired seeds); kept "
+            f"fraction of online's gain {fmt(kept)}; gain − {barely:.3g} × online gain {fmt(keep.value)}"
+            f"{interval_text(keep.low, keep.high)}")
+    if not (gain.finite and keep.finite):
         verdict, reason = INCONCLUSIVE, "no CI"
-    elif high < BARELY_FRACTION:
-        verdict, reason = REPRODUCED, f"CI below {BARELY_FRACTION:.2f} of online's gain"
-    elif low > BARELY_FRACTION:
-        verdict, reason = NOT_REPRODUCED, f"CI above {BARELY_FRACTION:.2f} of online's gain"
+    elif gain.high < 0:
+        verdict, reason = NOT_REPRODUCED, "below SFT (gain CI < 0)"
+    elif keep.low > 0:
+        verdict, reason = NOT_REPRODUCED, f"keeps more than {barely:.2f} of online's gain (CI)"
+    elif not (online_gain.finite and online_gain.low > 0):
+        verdict, reason = INCONCLUSIVE, f"online's own gain over SFT {fmt(online_gain.value)} is not confidently > 0"
+    elif gain.low > 0 and keep.high < 0:
+        verdict, reason = REPRODUCED, f"beats SFT (CI > 0) by less than {barely:.2f} of online's gain (CI)"
     else:
-        verdict, reason = INCONCLUSIVE, f"CI includes {BARELY_FRACTION:.2f}"
-    return Decision(statistic, value, low, high, verdict,
-                    f"win rate final_vs_final {np.mean(final):.3f} ({len(final)} seeds), online {np.mean(online):.3f} "
-                    f"({len(online)} seeds); {reason}")
+        verdict, reason = INCONCLUSIVE, "a CI includes its threshold"
+    return Decision(r.statistic, gain.value, gain.low, gain.high, verdict, f"{text}; {reason}", T_PAIRED, n)
 
 
 def decide_one_sft_response_helps(df: pd.DataFrame) -> Decision:
-    """Claim 7: mean final win rate of datasets with one SFT response (sft_vs_mid, sft_vs_final) minus that
-    of datasets of two late-policy responses (mid_vs_final, final_vs_final); unit = (arm, seed)."""
-    statistic = "one-SFT-response − two-late-response datasets, final win rate"
-    with_sft, late = ["sft_vs_mid", "sft_vs_final"], ["mid_vs_final", "final_vs_final"]
+    """Claim 7: per seed, mean final win rate of the datasets with one SFT response minus that of the datasets of two
+    late-policy responses (each family averaged over its arms within the seed); paired t over seeds."""
+    r = rule(7)
+    with_sft, late = list(r.arms["with_sft"]), list(r.arms["late"])
     present_a, absent_a = arms_with_data(df, with_sft)
     present_b, absent_b = arms_with_data(df, late)
     if not present_a or not present_b:
-        return nan_decision(statistic, missing_text(absent_a + absent_b))
-    a = np.concatenate([seed_finals(df, arm, "eval/win_rate") for arm in present_a])
-    b = np.concatenate([seed_finals(df, arm, "eval/win_rate") for arm in present_b])
-    value, low, high = bootstrap_ci([a, b], mean_difference)
-    verdict, reason = directional(low, high)
+        return nan_decision(r.statistic, missing_text(absent_a + absent_b))
+    a, b = seed_finals(df, present_a, r.metric), seed_finals(df, present_b, r.metric)
+    gap = paired_t_interval(a, b)
+    verdict, reason = directional(gap.low, gap.high, r.thresholds["equivalence"])
     absent = absent_a + absent_b
-    return Decision(statistic, value, low, high, verdict,
-                    f"{'+'.join(present_a)}: {np.mean(a):.3f} (n={len(a)}) vs {'+'.join(present_b)}: {np.mean(b):.3f} "
-                    f"(n={len(b)})" + (f"; {missing_text(absent)}" if absent else "") + f"; {reason}")
+    return Decision(r.statistic, gap.value, gap.low, gap.high, verdict,
+                    f"{'+'.join(present_a)}: {a.mean():.3f} vs {'+'.join(present_b)}: {b.mean():.3f} ({gap.n} paired "
+                    f"seeds)" + (f"; {missing_text(absent)}" if absent else "") + f"; {reason}", gap.method, gap.n)
 
 
 # -------------------------------------------------------------------------------------- best_of_2: claim 12
 def decide_best_of_2(df: pd.DataFrame) -> Decision:
-    """Claim 12: (a) Best-of-2 online − offline KL-matched win rate > 0; (b) the shuffled online log recovers
-    more than half of that gap: (shuffled − offline) / (online − offline)."""
-    statistic = "fraction of the Best-of-2 online−offline gap recovered by the shuffled log"
-    arms = ["bo2_online", "bo2_offline", "bo2_shuffled"]
-    present, absent = arms_with_data(df, arms)
-    if "bo2_online" not in present or "bo2_offline" not in present:
-        return nan_decision(statistic, missing_text(absent))
-    values, info = matched_per_seed(df, present)
-    gap, gap_low, gap_high = bootstrap_ci([values["bo2_online"], values["bo2_offline"]], mean_difference)
-    gap_verdict, gap_reason = directional(gap_low, gap_high)
-    gap_text = (f"online − offline {fmt(gap)}{interval_text(gap_low, gap_high)} ({gap_verdict}); "
-                f"{budget_text(info)}")
-    if "bo2_shuffled" not in present:
-        verdict = NOT_REPRODUCED if gap_verdict == NOT_REPRODUCED else INCONCLUSIVE
-        return nan_decision(statistic, f"{gap_text}; {missing_text(absent)}") if verdict == INCONCLUSIVE else \
-            Decision(statistic, math.nan, math.nan, math.nan, verdict, f"{gap_text}; {gap_reason}")
-
-    def recovered(shuffled, online, offline):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (np.mean(shuffled) - np.mean(offline)) / (np.mean(online) - np.mean(offline))
-
-    value, low, high = bootstrap_ci([values["bo2_shuffled"], values["bo2_online"], values["bo2_offline"]], recovered)
+    """Claim 12: (a) Best-of-2 online − offline KL-matched win rate > 0 (paired t); (b) the shuffled online log
+    recovers more than half of that gap: per seed, shuffled − offline − near × (online − offline) > 0 (t)."""
+    r = rule(12)
+    on, off, shuffled = r.arms["online"], r.arms["offline"], r.arms["shuffled"]
+    band, near = r.thresholds["equivalence"], r.thresholds["near"]
+    present, absent = arms_with_data(df, [on, off, shuffled])
+    if on not in present or off not in present:
+        return nan_decision(r.statistic, missing_text(absent))
+    values, info = matched_per_seed(df, present, r)
+    gap = paired_t_interval(values[on], values[off])
+    gap_verdict, gap_reason = directional(gap.low, gap.high, band)
+    gap_text = f"online − offline {fmt(gap.value)}{interval_text(gap.low, gap.high)} ({gap_verdict}); {budget_text(info)}"
+    if shuffled not in present:
+        if gap_verdict == NOT_REPRODUCED:
+            return Decision(r.statistic, math.nan, math.nan, math.nan, NOT_REPRODUCED, f"{gap_text}; {gap_reason}",
+                            gap.method, gap.n)
+        return nan_decision(r.statistic, f"{gap_text}; {missing_text(absent)}")
+    recovery = t_interval(contrast({"s": values[shuffled], "on": values[on], "off": values[off]},
+                                   {"s": 1.0, "on": -near, "off": near - 1.0}))
+    fraction = ((values[shuffled].mean() - values[off].mean()) / gap.value) if gap.value else math.nan
+    n = min(gap.n, recovery.n)
     if gap_verdict == NOT_REPRODUCED:
         verdict, reason = NOT_REPRODUCED, f"online does not beat offline ({gap_reason})"
-    elif gap_verdict != REPRODUCED or not np.isfinite(low):
+    elif gap_verdict != REPRODUCED or not recovery.finite:
         verdict, reason = INCONCLUSIVE, "online−offline gap not established" if gap_verdict != REPRODUCED else "no CI"
-    elif low > NEAR_RECOVERY:
-        verdict, reason = REPRODUCED, f"online > offline and the shuffled log recovers > {NEAR_RECOVERY:.0%} (CI)"
-    elif high < NEAR_RECOVERY:
-        verdict, reason = NOT_REPRODUCED, f"shuffled log recovers < {NEAR_RECOVERY:.0%} of the gap (CI)"
+    elif recovery.low > 0:
+        verdict, reason = REPRODUCED, f"online > offline and the shuffled log recovers > {near:.0%} of the gap (CI)"
+    elif recovery.high < 0:
+        verdict, reason = NOT_REPRODUCED, f"the shuffled log recovers < {near:.0%} of the gap (CI)"
     else:
-        verdict, reason = INCONCLUSIVE, f"recovered-fraction CI includes {NEAR_RECOVERY:.0%}"
-    return Decision(statistic, value, low, high, verdict, f"{gap_text}; {reason}")
+        verdict, reason = INCONCLUSIVE, f"recovery CI includes {near:.0%} of the gap"
+    return Decision(r.statistic, recovery.value, recovery.low, recovery.high, verdict,
+                    f"{gap_text}; recovered fraction {fmt(fraction)}; {n} paired seeds; {reason}", T_PAIRED, n)
 
 
-
-
-CLAIMS: list[Claim] = [
-    Claim(1, "Online beats offline in win rate at almost every matched KL budget, with a higher peak.", "kl_budget",
-          decide_online_beats_offline,
-          f"online_ipo − offline_ipo_golden (else − offline_ipo, else the DPO pair) best win rate under KL budget, "
-          f"averaged over 8 log-spaced shared "
-          f"budgets, CI over seeds: {GENERIC_RULE}; reproduced also needs online ahead at >= {MOST_BUDGETS:.0%} of "
-          f"budgets, and < {FEW_BUDGETS:.0%} means not reproduced"),
-    Claim(2, "Gold score vs KL rises then falls (over-optimisation) while the proxy score keeps rising.", "kl_budget",
-          decide_overoptimisation,
-          "per labeller=proxy run, least-squares slopes vs √KL over its upper half of KL, CI over runs: reproduced if "
-          "gold slope CI < 0, proxy slope CI > 0 and gold rose first; not reproduced if gold CI > 0 or proxy CI < 0"),
-    Claim(3, "Offline training on the online pair log in original order reproduces the online run.", "data_coverage",
-          decide_replay_reproduces_online,
-          f"largest relative difference |a − b| / max(|a|, |b|, {REPLAY_SCALE_FLOOR:g}) over seeds of final eval "
-          f"metrics and mean training metrics: reproduced if "
-          f"<= {REPLAY_TOLERANCE:.0%}, not reproduced if > {REPLAY_DIVERGED:.0%}, else inconclusive"),
-    Claim(4, "Offline training on the uniformly shuffled online log stays clearly below online.", "data_coverage",
-          decide_shuffled_below_online, f"online − replay_shuffled KL-matched win rate, CI over seeds: {GENERIC_RULE}"),
-    Claim(5, "Performance falls as the shuffle window grows: none ≈ small > large > uniform.", "shuffle_degree",
-          decide_shuffle_window,
-          f"Spearman ρ of window rank vs final win rate across runs: not reproduced if CI inside "
-          f"±{CORRELATION_EQUIVALENCE:g} or > 0; reproduced if CI < 0 (and not inside); else inconclusive"),
-    Claim(6, "Offline on gold-labelled pairs from the final online policy barely beats SFT.", "suboptimal_data",
-          decide_final_pairs_barely_beat_sft,
-          f"(win(final_vs_final) − 0.5) / (win(online) − 0.5), CI over seeds: reproduced if CI < {BARELY_FRACTION:.2f}, "
-          f"not reproduced if CI > {BARELY_FRACTION:.2f}; inconclusive otherwise or when online does not beat SFT"),
-    Claim(7, "Datasets with one SFT response beat datasets of two late-policy responses.", "suboptimal_data",
-          decide_one_sft_response_helps,
-          f"final win rate of sft_vs_mid+sft_vs_final − mid_vs_final+final_vs_final, CI over (arm, seed): {GENERIC_RULE}"),
-    Claim(8, "Offline policies classify gold-labelled pairs better than online policies.", "kl_budget",
-          decide_offline_classifies_better,
-          f"offline_* − online_* final eval/classification_accuracy, CI over runs: {GENERIC_RULE}"),
-    Claim(9, "Among offline runs, classification accuracy does not predict win rate.", "kl_budget",
-          decide_accuracy_does_not_predict,
-          f"Spearman ρ across >= {MIN_RUNS_CORRELATION} offline runs (final values), CI over runs: reproduced if "
-          f"|ρ| <= {NO_PREDICTION_RHO} with CI containing 0; not reproduced if |ρ| >= {PREDICTS_RHO} with CI "
-          f"excluding 0; else inconclusive"),
-    Claim(10, "log πθ(y_w) − log π_ref(y_w) falls during training, most for offline.", "kl_budget",
-          decide_chosen_logratio_falls,
-          f"per run, mean train/chosen_logratio over the last {TRAIN_TAIL:.0%} of steps, CI over runs: reproduced if "
-          f"both families' CI < 0 and online − offline CI > 0; not reproduced if a family's CI > 0 or the "
-          f"difference's CI < 0"),
-    Claim(11, "The proxy's accuracy on on-policy samples decays over training.", "kl_budget",
-          decide_proxy_accuracy_decays,
-          f"per run (>= {MIN_CHECKPOINTS} evals), least-squares change of eval/proxy_accuracy over training, CI over "
-          f"runs: not reproduced if CI inside ±{EQUIVALENCE_WIN_RATE:g} or > 0; reproduced if CI < 0 (and not inside)"),
-    Claim(12, "Best-of-2: online beats offline; on the shuffled online log it nearly matches online.", "best_of_2",
-          decide_best_of_2,
-          f"bo2_online − bo2_offline KL-matched CI > 0 and (shuffled − offline)/(online − offline) CI > "
-          f"{NEAR_RECOVERY:g}: reproduced; gap CI < 0 or inside ±{EQUIVALENCE_WIN_RATE:g}, or fraction CI < "
-          f"{NEAR_RECOVERY:g}: not reproduced"),
+CLAIMS = [
+    make_claim(1, "Online beats offline in win rate at almost every matched KL budget, with a higher peak.",
+               "kl_budget", decide_online_beats_offline),
+    make_claim(2, "Gold score vs KL rises then falls (over-optimisation) while the proxy score keeps rising.",
+               "kl_budget", decide_overoptimisation),
+    make_claim(3, "Offline training on the online pair log in original order reproduces the online run.",
+               "data_coverage", decide_replay_reproduces_online, key="check_replay_original"),
+    make_claim(4, "Offline training on the uniformly shuffled online log stays clearly below online.", "data_coverage",
+               decide_shuffled_below_online),
+    make_claim(5, "Performance falls as the shuffle window grows: none ≈ small > large > uniform.", "shuffle_degree",
+               decide_shuffle_window),
+    make_claim("check_window_1", "A shuffle window of one batch is the online order: window_1 reproduces online.",
+               "shuffle_degree", decide_window_1_is_online),
+    make_claim(6, "Offline on gold-labelled pairs from the final online policy barely beats SFT.", "suboptimal_data",
+               decide_final_pairs_barely_beat_sft),
+    make_claim(7, "Datasets with one SFT response beat datasets of two late-policy responses.", "suboptimal_data",
+               decide_one_sft_response_helps),
+    make_claim(8, "Offline policies classify gold-labelled pairs better than online policies.", "kl_budget",
+               decide_offline_classifies_better),
+    make_claim(9, "Among offline runs, classification accuracy does not predict win rate.", "kl_budget",
+               decide_accuracy_does_not_predict),
+    make_claim(10, "log πθ(y_w) − log π_ref(y_w) falls during training, most for offline.", "kl_budget",
+               decide_chosen_logratio_falls),
+    make_claim(11, "The proxy's accuracy on on-policy samples decays over training.", "kl_budget",
+               decide_proxy_accuracy_decays),
+    make_claim(12, "Best-of-2: online beats offline; on the shuffled online log it nearly matches online.",
+               "best_of_2", decide_best_of_2),
 ]
+# The sanity checks among them (rules of kind "check": claim 3, and window 1 of claim 5, keyed by its rule's key)
+CHECKS = [claim for claim in CLAIMS if claim.rule.kind == "check"]

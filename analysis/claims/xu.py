@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.claims.rules import (DIAGONAL_GAIN, DIAGONAL_RECOVERED, GENERIC_RULE, INCONCLUSIVE, NOT_REPRODUCED,
-                                   REPRODUCED, TOY_BETA, TOY_TAIL, Claim, Decision, directional, interval_text,
-                                   missing_text, nan_decision)
-from analysis.kl_match import bootstrap_ci
+from analysis.claims.rules import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, TOY_BETA, TOY_TAIL, Decision,
+                                   directional, interval_text, make_claim, missing_text, nan_decision, rule)
 from analysis.load import end_values
+from analysis.stats import paired_t_interval, t_interval
 
 
 # ------------------------------------------------------------------------------------------------ toy8x8: 18
@@ -37,26 +36,27 @@ def toy_seed_values(df: pd.DataFrame, arm: str, metric: str, beta: float | None 
 
 
 def decide_toy_coverage(df: pd.DataFrame) -> Decision:
-    """Claim 18 at β = TOY_BETA: DPO's end mass on the uncovered responses − π_ref's (CI over seeds > 0), and PPO
-    with KL's end diagonal mass above max(DIAGONAL_RECOVERED, π_ref's + DIAGONAL_GAIN) (CI over seeds)."""
-    statistic = f"DPO (fixed dataset) − π_ref mass on uncovered responses, β = {TOY_BETA:g}"
-    dpo = toy_seed_values(df, "dpo_offline", "eval/uncovered_mass")
-    dpo_ref = toy_seed_values(df, "dpo_offline", "eval/uncovered_mass_ref")
-    ppo = toy_seed_values(df, "ppo_kl", "eval/diagonal_mass")
-    ppo_ref = toy_seed_values(df, "ppo_kl", "eval/diagonal_mass_ref")
-    absent = [arm for arm, values in (("dpo_offline", dpo), ("ppo_kl", ppo)) if values.empty]
+    """Claim 18 at the rule's β: DPO's end mass on the uncovered responses − π_ref's (paired t over seeds > 0), and
+    PPO with KL's end diagonal mass above max(diagonal_recovered, π_ref's + diagonal_gain) (t over seeds)."""
+    r = rule(18)
+    band, recovered, gain = (r.thresholds[k] for k in ("equivalence", "diagonal_recovered", "diagonal_gain"))
+    statistic = f"{r.statistic}, β = {TOY_BETA:g}"
+    dpo = toy_seed_values(df, r.arms["dpo"], "eval/uncovered_mass")
+    dpo_ref = toy_seed_values(df, r.arms["dpo"], "eval/uncovered_mass_ref")
+    ppo = toy_seed_values(df, r.arms["ppo"], "eval/diagonal_mass")
+    ppo_ref = toy_seed_values(df, r.arms["ppo"], "eval/diagonal_mass_ref")
+    absent = [arm for arm, values in ((r.arms["dpo"], dpo), (r.arms["ppo"], ppo)) if values.empty]
     if absent:
         return nan_decision(statistic, f"{missing_text(absent)} (runs at β = {TOY_BETA:g})")
-    paired = pd.concat([dpo, dpo_ref], axis=1, join="inner").dropna().to_numpy()
-    value, low, high = bootstrap_ci(paired[:, 0] - paired[:, 1])
-    dpo_verdict, dpo_reason = directional(low, high)
-    threshold = max(DIAGONAL_RECOVERED, float(ppo_ref.mean()) + DIAGONAL_GAIN)
-    diagonal, diagonal_low, diagonal_high = bootstrap_ci(ppo.to_numpy())
-    if not np.isfinite(diagonal_low):
+    rise = paired_t_interval(dpo, dpo_ref)
+    dpo_verdict, dpo_reason = directional(rise.low, rise.high, band)
+    threshold = max(recovered, float(ppo_ref.mean()) + gain)
+    diagonal = t_interval(ppo)
+    if not diagonal.finite:
         ppo_verdict, ppo_reason = INCONCLUSIVE, "PPO: no CI (one seed)"
-    elif diagonal_low > threshold:
+    elif diagonal.low > threshold:
         ppo_verdict, ppo_reason = REPRODUCED, f"PPO diagonal CI above {threshold:.2f}"
-    elif diagonal_high < threshold:
+    elif diagonal.high < threshold:
         ppo_verdict, ppo_reason = NOT_REPRODUCED, f"PPO diagonal CI below {threshold:.2f}"
     else:
         ppo_verdict, ppo_reason = INCONCLUSIVE, f"PPO diagonal CI includes {threshold:.2f}"
@@ -66,30 +66,25 @@ def decide_toy_coverage(df: pd.DataFrame) -> Decision:
         verdict = REPRODUCED
     else:
         verdict = INCONCLUSIVE
-    parts = [f"DPO uncovered mass {dpo.mean():.3f} vs π_ref {dpo_ref.mean():.3f} ({len(paired)} seeds; {dpo_reason})",
-             f"PPO+KL diagonal mass {diagonal:.3f}{interval_text(diagonal_low, diagonal_high)} vs π_ref "
+    parts = [f"DPO uncovered mass {dpo.mean():.3f} vs π_ref {dpo_ref.mean():.3f} ({rise.n} seeds; {dpo_reason})",
+             f"PPO+KL diagonal mass {diagonal.value:.3f}{interval_text(diagonal.low, diagonal.high)} vs π_ref "
              f"{ppo_ref.mean():.3f}, threshold {threshold:.2f} ({ppo_reason})"]
     online_unc = toy_seed_values(df, "dpo_online", "eval/uncovered_mass")
     online_diag = toy_seed_values(df, "dpo_online", "eval/diagonal_mass")
     if not online_unc.empty:
         parts.append(f"online DPO: uncovered {online_unc.mean():.3f}, diagonal {online_diag.mean():.3f}")
-    for beta in toy_betas(df, "dpo_offline"):
+    for beta in toy_betas(df, r.arms["dpo"]):
         if np.isclose(beta, TOY_BETA):
             continue
-        unc = toy_seed_values(df, "dpo_offline", "eval/uncovered_mass", beta)
-        diag = toy_seed_values(df, "ppo_kl", "eval/diagonal_mass", beta)
+        unc = toy_seed_values(df, r.arms["dpo"], "eval/uncovered_mass", beta)
+        diag = toy_seed_values(df, r.arms["ppo"], "eval/diagonal_mass", beta)
         parts.append(f"β = {beta:g} (not decisive): DPO uncovered {unc.mean():.3f}"
                      + (f", PPO diagonal {diag.mean():.3f}" if not diag.empty else ""))
-    return Decision(statistic, value, low, high, verdict, "; ".join(parts))
+    return Decision(statistic, rise.value, rise.low, rise.high, verdict, "; ".join(parts), rise.method,
+                    min(rise.n, diagonal.n))
 
 
-
-
-CLAIMS: list[Claim] = [
-    Claim(18, "On the 8×8 toy, DPO raises uncovered cells above π_ref; PPO with KL recovers the diagonal.", "toy8x8",
-          decide_toy_coverage,
-          f"at β = {TOY_BETA:g}, per run the mean over its last {TOY_TAIL:.0%} of evaluations; DPO-on-the-dataset − "
-          f"π_ref mass on the uncovered responses, CI over seeds: {GENERIC_RULE}; and PPO-with-KL diagonal mass CI above "
-          f"max({DIAGONAL_RECOVERED:g}, π_ref's + {DIAGONAL_GAIN:g}) (below it: not reproduced). Reproduced needs both; "
-          f"either part not reproduced: not reproduced"),
+CLAIMS = [
+    make_claim(18, "On the 8×8 toy, DPO raises uncovered cells above π_ref; PPO with KL recovers the diagonal.",
+               "toy8x8", decide_toy_coverage),
 ]
