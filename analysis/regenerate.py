@@ -6,10 +6,11 @@ import sys
 import warnings
 from pathlib import Path
 
+from analysis import prereg
 from analysis.claims import CLAIMS
 from analysis.figures import DEFAULT_FIGURES, DEFAULT_TABLES, SUITE_FIGURES, SUITE_TABLES, named
 from analysis.load import environment_notes, load_runs, timings
-from analysis.report import environment_lines, overview, report, write_table
+from analysis.report import environment_lines, overview, report, verdict_table, write_table
 from analysis.style import save
 
 
@@ -30,6 +31,8 @@ def regenerate(root: str | Path = "results", suite: str | None = None, profile: 
     for note in environment_notes(df["run_dir"].unique()):
         print(f"gapstudy: warning: {note}", file=sys.stderr)
     suites = [suite] if suite is not None else sorted({s for s in df["suite"].dropna().unique() if isinstance(s, str)})
+    history = prereg.load_history()  # rules.yaml's git history, read once for every report
+    verdicts = verdict_table(df, suite, history)  # decided once (with leave-one-seed-out) for reports and scorecard
     written: list[Path] = []
     for name in suites:
         data = df[df["suite"] == name]
@@ -53,12 +56,13 @@ def regenerate(root: str | Path = "results", suite: str | None = None, profile: 
             tables[table_name] = table
         report_path = root / name / "REPORT.md"
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        text = report(data, name, figures=drawn, tables=tables, environment=environment_lines(data["run_dir"].unique()))
+        text = report(data, name, figures=drawn, tables=tables, environment=environment_lines(data["run_dir"].unique()),
+                      verdicts=verdicts[verdicts["suite"] == name], history=history)
         report_path.write_text(text, encoding="utf-8")
         written.append(report_path)
     if suite is None:  # the whole picture: every claim, every suite
         deciding = df[df["suite"].isin({claim.suite for claim in CLAIMS})]  # the demo decides nothing
-        text = overview(df, root, profile, environment_lines(deciding["run_dir"].unique()))
+        text = overview(df, root, profile, environment_lines(deciding["run_dir"].unique()), verdicts, history)
         (root / "SCORECARD.md").write_text(text, encoding="utf-8")
         written.append(root / "SCORECARD.md")
     timing = timings(root)

@@ -234,7 +234,7 @@ def test_the_scorecard_names_the_root_and_profile_it_was_decided_from(tmp_path):
     regenerate(tmp_path, profile="quick")
     text = (tmp_path / "SCORECARD.md").read_text()
     assert f"decided from the 10 runs of the quick profile (and runs made outside a profile) under `{tmp_path.as_posix()}`" in text
-    assert "committed" not in text and "full-profile" not in text
+    assert "the committed" not in text and "committed runs" not in text and "full-profile" not in text
     regenerate(tmp_path, profile="full")  # no full-profile runs there: only the demo's, which decide nothing
     assert "decided from the 0 runs of the full profile" in (tmp_path / "SCORECARD.md").read_text()
 
