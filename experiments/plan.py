@@ -1,8 +1,8 @@
 """Planning a suite: every run it asks for (arm x sweep point x seed), in dependency order, named and placed.
 
 Runs land in <results root>/<suite>/<run name>; the name is the arm, then every other varying choice (sweep values,
-extra overrides, a non-full profile), then the seed (in the full profile also the world's build seed). `@arm` in an override becomes that arm's run directory for the
-same seed, and the job lists the job it reads from in `needs` (experiments/schedule.py runs them in that order).
+extra overrides, a non-full profile), then the seed (which in the full profile is also the world's build seed:
+`world_seed`). `@arm` in an override becomes that arm's run directory for the same seed, and the job lists the job it reads from in `needs` (experiments/schedule.py runs them in that order).
 """
 from __future__ import annotations
 

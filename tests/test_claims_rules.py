@@ -268,3 +268,19 @@ def test_kl_matched_claims_select_on_one_half_and_report_the_other():
     assert d.value < 0.0
     fallback = _verdict(4, _coverage_frame(halves=False))
     assert "runs lack eval/win_rate_a/eval/win_rate_b" in fallback.explanation and fallback.value > d.value
+
+
+def test_the_registry_gives_every_claim_the_seeds_its_rule_requires():
+    """rules.yaml (min_seeds, null_claim) and the registry (Suite.seeds, NULL_CLAIMS) state the seed policy twice:
+    they must agree, or a claim would be decided inconclusive for lack of seeds its suite never runs."""
+    from analysis.claims import CLAIMS
+    from experiments import SUITES
+    from experiments.suite import NULL_CLAIMS
+
+    for claim in CLAIMS:
+        if claim.suite is None or claim.rule.kind != "claim":
+            continue
+        # claims 5 and 12 ("≈ small", "nearly matches") get a null's 10 seeds though their rules are directional
+        assert not claim.rule.null or claim.number in NULL_CLAIMS, claim.number
+        assert claim.rule.min_seeds >= (10 if claim.number in NULL_CLAIMS else 5), claim.number
+        assert len(SUITES[claim.suite].seeds["full"]) >= claim.rule.min_seeds, claim.number
