@@ -160,9 +160,11 @@ class TinyGPTForCausalLM(TinyGPTPreTrainedModel):
         blocked[allowed] = False
         return logits.masked_fill(blocked, BLOCKED_LOGIT)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, **kwargs) -> CausalLMOutput:
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, logits_to_keep: int = 0,
+                **kwargs) -> CausalLMOutput:
+        """logits_to_keep (transformers' convention): the LM head on the last n positions only; 0 = all."""
         hidden = self.transformer(input_ids, attention_mask, position_ids)
-        logits = self.lm_logits(hidden)  # [B, T, V]
+        logits = self.lm_logits(hidden[:, -logits_to_keep:])  # [B, T, V] (T = logits_to_keep when given)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
