@@ -15,7 +15,7 @@ import torch
 
 from gapstudy.errors import ConfigError
 from gapstudy.generation import Samples, left_pad, sample
-from gapstudy.logprobs import entropy, exact_kl, length_groups, scoring_logits, trim
+from gapstudy.logprobs import entropy, exact_kl, gather_logps, length_groups, scoring_logits, trim
 
 FIXED_SAMPLES: OrderedDict = OrderedDict()  # cache key -> the fixed samples of a run (see Evaluator._fixed)
 FIXED_SAMPLES_MAX = 4  # entries kept per process (a suite worker runs the arms of one seed in a row)
@@ -108,9 +108,7 @@ class Evaluator:
         """[n] summed log-probs of the responses, over the rows of `groups` (from `_groups`)."""
         out = torch.empty(n, device=groups[0][0].device)
         for index, prompts, prompt_mask, responses, mask in groups:
-            logits = scoring_logits(model, prompts, prompt_mask, responses)
-            logps = torch.log_softmax(logits, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-            out[index] = (logps * mask).sum(-1)
+            out[index] = gather_logps(scoring_logits(model, prompts, prompt_mask, responses), responses, mask).sum(-1)
         return out
 
     @staticmethod
@@ -120,9 +118,8 @@ class Evaluator:
         for index, prompts, prompt_mask, responses, mask in groups:
             logits_p = scoring_logits(policy, prompts, prompt_mask, responses)
             logits_q = scoring_logits(anchor, prompts, prompt_mask, responses)
-            logp = torch.log_softmax(logits_p, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-            logq = torch.log_softmax(logits_q, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-            log_r = (logq - logp) * mask  # log pi_init/pi at each sampled token
+            # log pi_init/pi at each sampled token (0 past the response)
+            log_r = gather_logps(logits_q, responses, mask) - gather_logps(logits_p, responses, mask)
             out["kl"][index] = exact_kl(logits_p, logits_q, mask)
             out["kl_k1"][index] = -log_r.sum(-1)
             out["kl_k3"][index] = ((log_r.exp() - 1 - log_r) * mask).sum(-1)
