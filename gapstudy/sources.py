@@ -164,15 +164,18 @@ class GoldenSource(DatasetSource):
 
 def shuffle_in_windows(batches: list[list[dict]], window, rng: random.Random) -> list[list[dict]]:
     """Tang et al.'s shuffle-degree ablation: permute examples uniformly within each window of `window` consecutive
-    batches (window="all": across the whole log), then cut them back into batches of the original sizes."""
+    batches (window="all": across the whole log), then cut them back into batches of the original sizes. Inside a
+    batch the rows keep their log order: which rows share a batch is what a window changes; their order within it
+    changes only the float rounding of the batch mean, which Adam amplifies over hundreds of steps (a window of one
+    batch is then exactly the original order, not a run that drifts from it by rounding)."""
     sizes = [len(b) for b in batches]
     w = len(batches) if window == "all" else int(window)
     out = []
     for start in range(0, len(batches), w):
-        chunk = [row for b in batches[start : start + w] for row in b]
+        chunk = list(enumerate(row for b in batches[start : start + w] for row in b))
         rng.shuffle(chunk)
         for size in sizes[start : start + w]:
-            out.append(chunk[:size])
+            out.append([row for _, row in sorted(chunk[:size], key=lambda item: item[0])])
             chunk = chunk[size:]
     return out
 
