@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.suite import PLACEHOLDER, PROFILES, Suite, SuiteError
+from experiments.suite import PLACEHOLDER, PROFILE_BASE, PROFILES, Suite, SuiteError
 from gapstudy.config import run_name, shorten
 
 
@@ -76,13 +76,14 @@ def plan(suite: Suite, profile: str = "full", seeds: list[int] | None = None, ar
     by_arm_seed: dict[tuple[str, int, tuple], Job] = {}  # each grid point keeps its own dependency chain
     for name in wanted:
         arm = suite.arm(name)
-        for seed in seeds:
-            for point in arm.grid(profile):
-                for extra_point in grid_points:
+        for point in arm.grid(profile):  # seeds innermost: neighbouring jobs build different worlds side by side
+            for extra_point in grid_points:
+                for seed in seeds:
                     varying = [*point, *extra_point, *extra]
                     run = ("" if profile == "full" else f"__profile-{profile}")
                     job_name = shorten(f"{name}{run}__{_name_part(varying, seed)}")
-                    overrides = [*suite.base, *suite.profiles.get(profile, ()), *world_seed(suite, profile, seed),
+                    overrides = [*suite.base, *PROFILE_BASE.get(profile, ()), *suite.profiles.get(profile, ()),
+                                 *world_seed(suite, profile, seed),
                                  *arm.overrides, *varying,
                                  f"suite={suite.name}", f"arm={name}", f"profile={profile}", f"seed={seed}"]
                     job = Job(f"{name}/{job_name}", name, seed, job_name, overrides)

@@ -244,8 +244,10 @@ def train(cfg, run_dir: Path) -> dict:
                                                       batch.response_mask)
 
             #### LOSS AND UPDATE: none when every prompt was a tie ####
+            log_due = due(step, cfg.log_every) or eval_due(step + 1, cfg.eval) or step + 1 == run.steps
             if not rows:
-                logger.log({"train/examples": 0, "train/skipped": info["skipped"]}, step)
+                if log_due:
+                    logger.log({"train/examples": 0, "train/skipped": info["skipped"]}, step)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
@@ -265,7 +267,8 @@ def train(cfg, run_dir: Path) -> dict:
                            "train/skipped": info["skipped"], "counters/samples": counters["samples"],
                            "counters/updates": counters["updates"], "time/seconds": counters["seconds"],
                            **staleness(rows, step)}
-                logger.log(metrics, step)
+                if log_due:  # every log_every steps, and before each evaluation (its counters are then exact)
+                    logger.log(metrics, step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", refresh=False,
                                 win=f"{last_eval.get('eval/win_rate', math.nan):.2f}",

@@ -326,6 +326,7 @@ class Config:
     replay: Replay = section(Replay)
     eval: Eval = section(Eval)
     checkpoint_every: int = integer(0)
+    log_every: int = integer(1)
     save_pair_log: bool = flag()
     save_checkpoint: bool = flag()
     progress: bool = flag()

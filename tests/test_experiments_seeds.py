@@ -171,3 +171,17 @@ def test_two_build_seeds_share_no_world_proxy_or_d_golden(tmp_path):
     assert pairs[0] != pairs[1]
     assert zero[3] != one[3]  # the held-out prompts are drawn from the build seed too
     assert artifacts(0)[:3] == zero[:3]  # cached: the same build seed reuses them
+
+
+@pytest.mark.parametrize("name", list(SUITES))
+def test_full_runs_log_train_rows_every_ten_steps_and_seeds_are_innermost(name):
+    """Every full-profile run thins its train/ rows (log_every=10, before the suite's own overrides, so an arm may
+    still set it); quick runs log every step. Plan order puts the seeds innermost: consecutive jobs of an arm and
+    sweep point are different seeds, so two workers build two worlds side by side rather than one waiting."""
+    full, quick = plan(SUITES[name], "full"), plan(SUITES[name], "quick")
+    assert all("log_every=10" in job.overrides for job in full)
+    assert not any(o.startswith("log_every=") for job in quick for o in job.overrides)
+    seeds = SUITES[name].seeds["full"]
+    for start in range(0, len(full), len(seeds)):
+        block = full[start:start + len(seeds)]
+        assert [job.seed for job in block] == list(seeds) and len({job.arm for job in block}) == 1

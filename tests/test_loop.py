@@ -57,6 +57,34 @@ def test_shuffled_replay_keeps_the_rows_but_not_the_run(results):
     assert series(online, "train/loss")[1:] != pytest.approx(series(shuffled, "train/loss")[1:], rel=1e-3)
 
 
+def test_shuffled_replay_in_windows_of_one_batch_is_the_online_run(results):
+    """Tang et al.'s window of one batch moves no row out of its batch, and keeps each batch's log order, so it
+    trains exactly what the online run trained (a check, not a finding; rows permuted inside a batch would differ
+    only by rounding, which Adam amplifies over a long run)."""
+    common = ["steps=12", "eval.every=4", "batch_size=8", "seed=5"]
+    online_dir, online_final, online = train_run(results, common)
+    _, window_final, window = train_run(results, common + ["data=replay", f"data.path={online_dir}",
+                                                           "replay.order=shuffled", "replay.shuffle_window=1"])
+    assert assert_same_metrics(online, window) > 50
+    for key, value in online_final.items():
+        assert window_final[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_log_every_thins_train_rows_but_keeps_those_before_each_evaluation(results):
+    """log_every=5 over 12 steps, evaluating every 4: train rows at 0, 5, 10 (every 5), 3, 7, 11 (the step before
+    each evaluation, so its counters are exact; 11 is also the last), each equal to the row the full log has there;
+    the evaluations and the final metrics are untouched (logging changes no arithmetic)."""
+    common = ["steps=12", "eval.every=4", "batch_size=8", "seed=6"]
+    _, full_final, full = train_run(results, common)
+    _, thin_final, thin = train_run(results, common + ["log_every=5"])
+    train_rows = lambda records: {r["step"]: {k: v for k, v in r.items() if k != "time/seconds"}  # wall clock
+                                  for r in records if "train/loss" in r}
+    assert sorted(train_rows(thin)) == [0, 3, 5, 7, 10, 11]
+    assert all(train_rows(thin)[step] == train_rows(full)[step] for step in train_rows(thin))
+    evals = lambda records: [r for r in records if "eval/kl" in r]
+    assert evals(thin) == evals(full) and thin_final == full_final
+
+
 @pytest.mark.parametrize("sync_every, expected", [
     ("1", [0, 0, 0, 0, 0, 0, 0]),
     ("3", [0, 1, 2, 0, 1, 2, 0]),
