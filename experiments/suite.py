@@ -27,8 +27,7 @@ SYNTH_FULL_EVAL = ("eval.log_spaced=true", "world.eval_prompts=1024", "eval.prom
 # Every suite's full profile logs a train/ row every 10 steps (and before each evaluation and at the end), not every
 # step: the committed metrics.jsonl of ~700 runs then stays a few tens of MB (every step's row made a full
 # reproduction too large to submit); evaluations and the arithmetic are unchanged (tests/test_loop.py).
-FULL_LOGGING = ("log_every=10",)
-PROFILE_BASE = {"full": FULL_LOGGING}  # overrides every suite's profile starts with, before its own
+PROFILE_BASE = {"full": ("log_every=10",)}  # overrides every suite's profile starts with, before its own
 
 
 class SuiteError(ValueError):
