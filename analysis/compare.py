@@ -45,7 +45,7 @@ def _value_text(value) -> str:
     return str(value)
 
 
-NOT_A_CHOICE = ("overrides", "code_version", "hydra.")  # differ without being an arm (beyond seed, run name, paths)
+NOT_A_CHOICE = ("overrides", "code_version", "copied_from", "hydra.")  # differ without being an arm (beyond seed, run name, paths)
 
 
 def varying_keys(df: pd.DataFrame) -> list[str]:

@@ -447,7 +447,9 @@ def missing(df: pd.DataFrame, expected: Mapping[str, Iterable[str]], seeds: int 
 
 def timings(root: str | Path = "results") -> pd.DataFrame:
     """The suite runner's `<root>/<suite>/timing-<profile>.json` files as one row per suite and profile: the
-    command, the wall-clock seconds of its last invocation, the runs it ran, skipped as complete, or lost."""
+    command, the wall-clock minutes of its last invocation (the suite's own span when it ran in a schedule of several
+    suites, whose suites and minutes `invocation` names), the runs it ran, skipped as complete, copied from an
+    identical run of another suite, or lost."""
     rows = []
     for path in sorted(Path(root).glob("*/timing-*.json")):
         try:
@@ -457,10 +459,15 @@ def timings(root: str | Path = "results") -> pd.DataFrame:
             continue
         runs = data.get("runs", [])
         count = lambda status: sum(r.get("status") == status for r in runs)
+        invocation = data.get("invocation") or {}
+        together = invocation.get("suites") or [path.parent.name]
         rows.append({"suite": path.parent.name, "profile": data.get("profile"), "command": data.get("command"),
                      "wall_minutes": round(float(data.get("wall_seconds", math.nan)) / 60, 1),
+                     "invocation": "alone" if len(together) == 1 else
+                     f"{len(together)} suites, {float(invocation.get('wall_seconds', math.nan)) / 60:.1f} min",
                      "runs": len(runs), "ran": count("done"), "already_complete": count("complete"),
-                     "failed_or_skipped": len(runs) - count("done") - count("complete"),
+                     "copied": count("copied"),
+                     "failed_or_skipped": len(runs) - count("done") - count("complete") - count("copied"),
                      "run_minutes": round(sum(float(r.get("seconds", 0)) for r in runs) / 60, 1)})
-    return pd.DataFrame(rows, columns=["suite", "profile", "command", "wall_minutes", "runs", "ran",
-                                       "already_complete", "failed_or_skipped", "run_minutes"])
+    return pd.DataFrame(rows, columns=["suite", "profile", "command", "wall_minutes", "invocation", "runs", "ran",
+                                       "already_complete", "copied", "failed_or_skipped", "run_minutes"])

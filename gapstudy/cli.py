@@ -15,7 +15,8 @@ USAGE = """usage: gapstudy COMMAND [ARGS]
 
 commands:
   run KEY=VALUE ...   one training run (hydra overrides; -m for a multirun sweep)
-  run suite=NAME ...  every arm of a registered suite (profile=quick|full seeds=0,1,2 jobs=N arm=A,B)
+  run suite=NAME ...  every arm of a registered suite (profile=quick|full seeds=0,1,2 jobs=N arm=A,B); suite=A,B
+                      or suite=all: several suites as one schedule (identical runs trained once, then copied)
   train-rm KEY=VALUE ...
                       a Bradley-Terry reward model on a preference dataset (data.path=... rm.out=DIR; rm.* in
                       configs/config.yaml), for labeller=proxy proxy.path=DIR
@@ -117,13 +118,28 @@ def get_suite(name: str):
     return SUITES[name]
 
 
+def get_suites(names: str) -> list:
+    """`suite=NAME`, `suite=A,B` (in that order) or `suite=all` (every registered suite, in registry order)."""
+    from experiments import SUITES
+
+    if names == "all":
+        return list(SUITES.values())
+    wanted = [n for n in names.split(",") if n]
+    if not wanted or len(set(wanted)) != len(wanted):
+        from experiments.suite import SuiteError
+
+        raise SuiteError(f"suite={names!r} is invalid; valid: a registered suite, several separated by commas "
+                         f"(each once), or all")
+    return [get_suite(n) for n in wanted]
+
+
 def run_suite(argv: list[str], multirun: bool = False) -> int:
-    """`gapstudy run suite=NAME [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]
-    [executor=process|submitit_local|submitit_slurm|ray [address=HOST:PORT]] [overrides]`: the suite's runs (every
-    other KEY=VALUE goes to each of them; with -m a comma list multiplies every arm), one "[i/N]" line per run,
-    then a summary; status 1 when a run failed, was busy or was skipped."""
+    """`gapstudy run suite=NAME|A,B|all [profile=quick|full] [seeds=0,1,2] [jobs=N] [arm=A,B]
+    [executor=process|submitit_local|submitit_slurm|ray [address=HOST:PORT]] [overrides]`: the suites' runs (every
+    other KEY=VALUE goes to each of them; with -m a comma list multiplies every arm) as one schedule, one "[i/N]"
+    line per run, then a summary per suite; status 1 when a run failed, was busy or was skipped."""
     from experiments.schedule import DONE, NOT_DONE
-    from experiments.schedule import run_suite as run_planned
+    from experiments.schedule import run_suites as run_planned
     from experiments.suite import SuiteError
     from gapstudy.config import compose
 
@@ -134,7 +150,7 @@ def run_suite(argv: list[str], multirun: bool = False) -> int:
             opts[key] = value
         else:
             rest.append(item)
-    suite = get_suite(opts["suite"])
+    suites = get_suites(opts["suite"])
     try:
         seeds = [int(s) for s in opts["seeds"].split(",")] if "seeds" in opts else None
     except ValueError:
@@ -146,6 +162,8 @@ def run_suite(argv: list[str], multirun: bool = False) -> int:
     except ValueError:
         raise SuiteError(f"jobs={opts.get('jobs')!r} is invalid; valid: an integer >= 1")
     arms = opts["arm"].split(",") if "arm" in opts else None
+    if arms is not None and len(suites) > 1:
+        raise SuiteError("arm= selects arms of one suite; with several suites, run them all (or one suite at a time)")
     extra, grid = [], {}
     for item in rest:
         key, _, value = item.partition("=")
@@ -153,16 +171,20 @@ def run_suite(argv: list[str], multirun: bool = False) -> int:
             grid[key] = value.split(",")
         else:
             extra.append(item)
-    root = Path(compose([*suite.base, *extra]).paths.results).resolve()  # absolute: cluster workers run elsewhere
-    status = run_planned(suite, opts.get("profile", "full"), seeds, arms, extra, grid or None, jobs, root,
-                         executor=opts.get("executor", "process"), address=opts.get("address"))
-    failed = {k: v for k, v in status.items() if v.startswith(NOT_DONE)}
-    done = sum(v in DONE for v in status.values())
-    print(f"{suite.name}: {done}/{len(status)} runs complete under {root / suite.name}"
-          + (f"; {len(failed)} failed, busy or skipped:" if failed else ""))
-    for key, outcome in failed.items():
-        print(f"  {key}: {outcome}")
-    return 1 if failed else 0
+    root = Path(compose([*suites[0].base, *extra]).paths.results).resolve()  # absolute: cluster workers run elsewhere
+    outcomes = run_planned(suites, opts.get("profile", "full"), seeds, arms, extra, grid or None, jobs, root,
+                           executor=opts.get("executor", "process"), address=opts.get("address"))
+    failures = 0
+    for suite in suites:
+        status = outcomes[suite.name]
+        failed = {k: v for k, v in status.items() if v.startswith(NOT_DONE)}
+        failures += len(failed)
+        done = sum(v.startswith(DONE) for v in status.values())
+        print(f"{suite.name}: {done}/{len(status)} runs complete under {root / suite.name}"
+              + (f"; {len(failed)} failed, busy or skipped:" if failed else ""))
+        for key, outcome in failed.items():
+            print(f"  {key}: {outcome}")
+    return 1 if failures else 0
 
 
 def sweep_size(overrides: list[str]) -> int | None:

@@ -2,7 +2,8 @@
 
 <results root>/[<suite>/]<run name>/ holds config.yaml (resolved, with run_name and overrides), metrics.jsonl,
 pairs/ (the pair log), checkpoint/ (final policy, save_pretrained), final.json (written last: the run is complete)
-and, while a run is in progress, state.pt (resumable state) and .lock (held by the process writing it).
+and, while a run is in progress, state.pt (resumable state) and .lock (held by the process writing it). A run
+copied from an identical run of another suite (`copy_run`) says so in config.yaml's `copied_from`.
 """
 from __future__ import annotations
 
@@ -134,6 +135,51 @@ def run_lock(run_dir: Path):
                 directory.rmdir()  # only if still empty
             except OSError:
                 break
+
+
+IN_PROGRESS = (LOCK_NAME, "state.pt", "state.prev.pt")  # what only a run still being written holds
+
+
+def copy_run(source: Path, run_dir: Path, fields: dict) -> dict:
+    """Make `run_dir` the finished run `source` under another name: when two suites ask for the same computation
+    (the same composed config; experiments/schedule.py decides), one trains and the other gets its files, hard-linked
+    where the filesystem allows (they are never written again) and copied where it does not. config.yaml is
+    `source`'s with `fields` (suite, arm, run_name, overrides: what names the run, never what it computes) replaced
+    and `copied_from` naming `source` (relative to `run_dir`); final.json comes last, so an interrupted copy is not a complete run. Returns
+    the final metrics. Holds `run_dir`'s lock, like a run that trains."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    source, run_dir = Path(source), Path(run_dir)
+    if not is_complete(source):
+        raise FileNotFoundError(f"{source} is not a finished run (no final.json): nothing to copy")
+
+    def place(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem, or no hard links
+            shutil.copy2(src, dst)
+
+    with run_lock(run_dir):
+        for item in source.iterdir():
+            if item.name in (*IN_PROGRESS, "config.yaml", "final.json"):
+                continue
+            target = run_dir / item.name
+            if item.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(item, target, copy_function=place)
+            else:
+                target.unlink(missing_ok=True)
+                place(str(item), str(target))
+        cfg = OmegaConf.load(source / "config.yaml")
+        with open_dict(cfg):
+            for key, value in fields.items():
+                cfg[key] = value
+            cfg.copied_from = os.path.relpath(source, run_dir)  # relative: the results root may move
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        shutil.copy2(source / "final.json", run_dir / "final.json")
+    return json.loads((run_dir / "final.json").read_text())
 
 
 def run(overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, dict]:

@@ -135,10 +135,19 @@ def test_timings_table_reads_the_runner_files_and_skips_a_broken_one(tmp_path):
         "command": "gapstudy run suite=bandit", "profile": "full", "wall_seconds": 120.0,
         "runs": [{"status": "done", "seconds": 60}, {"status": "complete", "seconds": 0},
                  {"status": "failed: ConfigError: x", "seconds": 6}]}))
+    (tmp_path / "toy").mkdir()  # one of two suites run as one schedule (suite=bandit,toy): one run copied
+    (tmp_path / "toy" / "timing-full.json").write_text(json.dumps({
+        "command": "gapstudy run suite=bandit,toy", "profile": "full", "wall_seconds": 30.0,
+        "invocation": {"suites": ["bandit", "toy"], "wall_seconds": 150.0},
+        "runs": [{"status": "done", "seconds": 30}, {"status": "copied", "seconds": 0.1}]}))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "timing-quick.json").write_text("{not json")
     with pytest.warns(UserWarning, match="unreadable timing file"):
         table = timings(tmp_path)
     assert table.to_dict("records") == [{
         "suite": "bandit", "profile": "full", "command": "gapstudy run suite=bandit", "wall_minutes": 2.0,
-        "runs": 3, "ran": 1, "already_complete": 1, "failed_or_skipped": 1, "run_minutes": 1.1}]
+        "invocation": "alone", "runs": 3, "ran": 1, "already_complete": 1, "copied": 0, "failed_or_skipped": 1,
+        "run_minutes": 1.1}, {
+        "suite": "toy", "profile": "full", "command": "gapstudy run suite=bandit,toy", "wall_minutes": 0.5,
+        "invocation": "2 suites, 2.5 min", "runs": 2, "ran": 1, "already_complete": 0, "copied": 1,
+        "failed_or_skipped": 0, "run_minutes": 0.5}]

@@ -295,3 +295,72 @@ def test_a_finished_run_of_a_changed_arm_is_not_reused(tmp_path):
     by_arm = {key.split("/")[0]: outcome for key, outcome in status.items()}
     assert "made with other settings (lr=0.001, lr=0.002)" in by_arm["a"]
     assert by_arm["b"].startswith("skipped")
+
+
+def _two_suites():
+    """Suite t's arm x computes what suite s's arm a computes (in another order of overrides); t's replay of x is
+    then s's replay of a; t's arm y differs in one setting that changes nothing of the numbers it logs first."""
+    s = Suite("s", "q?", "p", (Arm("a", ("lr=0.001", "algo=dpo")),
+                               Arm("b", ("data=replay", "data.path=@a"), needs=("a",))),
+              base=("world=token_bandit",), profiles={"quick": ()})
+    t = Suite("t", "q?", "p", (Arm("x", ("algo=dpo", "lr=0.001")), Arm("y", ("lr=0.002",)),
+                               Arm("z", ("data=replay", "data.path=@x"), needs=("x",))),
+              base=("world=token_bandit",), profiles={"quick": ()})
+    return s, t
+
+
+def test_a_job_of_a_later_suite_that_computes_what_an_earlier_suite_computes_is_copied_not_trained(tmp_path):
+    from experiments.schedule import run_suites
+
+    s, t = _two_suites()
+    extra = [*TINY, "world.pretrain_steps=60"]
+    lines: list[str] = []
+    name = lambda arm: plan(s if arm in "ab" else t, "quick", [0], [arm], extra)[-1].name  # arm__profile-quick__...
+    status = run_suites([s, t], "quick", [0], None, extra, None, 1, tmp_path, log=lines.append)
+    by_arm = {suite: {key.split("/")[0]: outcome for key, outcome in outcomes.items()}
+              for suite, outcomes in status.items()}
+    assert by_arm == {"s": {"a": "done", "b": "done"}, "t": {"x": "copied", "y": "done", "z": "copied"}}
+    assert any(line.split()[1:3] == ["copied", f"t/{name('x')}"] and f"from s/{name('a')}" in line for line in lines)
+    # the copy is what training would have given: suite t alone, in another root, trains x and z itself
+    alone = run_suite(t, "quick", [0], None, extra, None, 1, tmp_path / "alone", log=lambda line: None)
+    assert set(alone.values()) == {"done"}
+    for arm, source in (("x", "a"), ("z", "b")):
+        copy, trained = tmp_path / "t" / name(arm), tmp_path / "alone" / "t" / name(arm)
+        clean = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+        assert clean(read(copy)) == clean(read(trained)) and len(read(copy)) > 2
+        assert (copy / "final.json").read_text() == (tmp_path / "s" / name(source) / "final.json").read_text()
+        config = (copy / "config.yaml").read_text()
+        assert f"suite: t\narm: {arm}\n" in config.replace("profile: quick\n", "")
+        assert f"copied_from: ../../s/{name(source)}" in config
+    timing = json.loads((tmp_path / "t" / "timing-quick.json").read_text())
+    assert timing["invocation"]["suites"] == ["s", "t"]
+    assert [r.get("copied_from") for r in timing["runs"]] == [f"s/{name('a')}", None, f"s/{name('b')}"]
+    again = run_suites([s, t], "quick", [0], None, extra, None, 1, tmp_path, log=lambda line: None)
+    assert {o for outcomes in again.values() for o in outcomes.values()} == {"complete"}  # copies are runs
+
+
+def test_identity_of_registry_jobs_finds_the_runs_the_suites_share_and_only_those():
+    from experiments.schedule import _nodes
+
+    names = ["kl_budget", "data_coverage", "shuffle_degree", "suboptimal_data", "best_of_2"]
+    nodes = _nodes([SUITES[n] for n in names], "full", [0], None, [], None, Path("/results"))
+    copies = {key: node.source for key, node in nodes.items() if node.source}
+    assert copies == {
+        "data_coverage/offline_dataset/offline_dataset__seed-0":
+            "kl_budget/offline_ipo/offline_ipo__algo.beta-0.01__seed-0",
+        "shuffle_degree/online/online__seed-0": "data_coverage/online/online__seed-0",
+        "shuffle_degree/window_all/window_all__seed-0": "data_coverage/replay_shuffled/replay_shuffled__seed-0",
+        # suboptimal_data's online arm saves a snapshot (another run); its offline arm is kl_budget's
+        "suboptimal_data/offline_dataset/offline_dataset__seed-0":
+            "kl_budget/offline_ipo/offline_ipo__algo.beta-0.01__seed-0",
+        "best_of_2/ipo_online/ipo_online__seed-0": "data_coverage/online/online__seed-0",
+        "best_of_2/ipo_offline/ipo_offline__seed-0": "kl_budget/offline_ipo/offline_ipo__algo.beta-0.01__seed-0",
+    }
+    assert all(node.source in node.needs for node in nodes.values() if node.source)
+
+
+def test_suite_all_is_every_suite_in_registry_order_and_a_list_keeps_its_order():
+    from gapstudy.cli import get_suites
+
+    assert get_suites("all") == list(SUITES.values())
+    assert [s.name for s in get_suites("toy8x8,bandit")] == ["toy8x8", "bandit"]
