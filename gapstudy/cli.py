@@ -29,6 +29,9 @@ commands:
   compare PATH ... [by=KEY,KEY] [out=DIR] [y=METRIC]
                       win rate against KL, KL-matched and final tables for any runs (run dirs or folders of them),
                       seeds pooled per configuration (or per value of the config keys in by=)
+  limits suite=NAME [profile=full|quick] [paths.results=DIR]
+                      the best any policy can do in each of the suite's worlds: the exact KL-regularised
+                      gold-vs-KL frontier (toy8x8) or the gold best-of-n frontier, to <suite>/limits-<profile>.json
   bench [case=bandit|chat] [KEY=VALUE]
                       time online DPO steps on token_bandit (32 prompts x 2 samples x 9 tokens), or (case=chat)
                       online IPO steps and 512-prompt evaluations on synth_lm chat
@@ -69,7 +72,7 @@ def cmd_run(argv: list[str]) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from gapstudy.config import CONFIG_DIR, check_group_overrides, check_keys
+    from gapstudy.config import CONFIG_DIR, check_group_overrides, check_keys, sweep_size
     from gapstudy.runs import execute, prepare
 
     if any(a.startswith("suite=") for a in argv):  # a registered suite: the registry's runner takes over
@@ -185,31 +188,6 @@ def run_suite(argv: list[str], multirun: bool = False) -> int:
         for key, outcome in failed.items():
             print(f"  {key}: {outcome}")
     return 1 if failures else 0
-
-
-def sweep_size(overrides: list[str]) -> int | None:
-    """How many jobs a hydra multirun of these overrides launches (the product of each swept key's choices);
-    None when hydra alone can tell (a glob sweep, or overrides its parser rejects: hydra reports those)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ValueType
-    from hydra.errors import HydraException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException:
-        return None
-    sizes: dict[str, int] = {}
-    for override in parsed:
-        if not override.is_sweep_override():
-            sizes[override.get_key_element()] = 1
-        elif override.value_type == ValueType.GLOB_CHOICE_SWEEP:
-            return None
-        else:
-            sizes[override.get_key_element()] = len(list(override.sweep_iterator()))
-    total = 1
-    for size in sizes.values():
-        total *= size
-    return total
 
 
 def cmd_list(argv: list[str]) -> None:
@@ -456,8 +434,23 @@ def cmd_bench(argv: list[str]) -> None:
     bench(argv)
 
 
+def cmd_limits(argv: list[str]) -> None:
+    """`gapstudy limits suite=NAME [profile=full|quick] [paths.results=DIR]`: the limit of every world the suite's
+    runs train in (one per build seed): the exact KL-regularised gold-vs-KL frontier where it can be enumerated
+    (toy8x8), else the gold best-of-n frontier of the SFT policy (gapstudy/limits.py), written to
+    <results>/<suite>/limits-<profile>.json."""
+    from experiments.limits import suite_limits
+    from gapstudy.errors import ConfigError
+
+    opts = dict(a.split("=", 1) for a in argv if a.startswith(("suite=", "profile=")))
+    if "suite" not in opts:
+        raise ConfigError("limits: suite=NAME is required")
+    print(suite_limits(get_suite(opts["suite"]), opts.get("profile", "full"),
+                       [a for a in argv if not a.startswith(("suite=", "profile="))], log=lambda line: print(line, flush=True)))
+
+
 COMMANDS = {"run": cmd_run, "train-rm": cmd_train_rm, "list": cmd_list, "demo": cmd_demo, "figures": cmd_figures,
-            "compare": cmd_compare, "bench": cmd_bench}
+            "compare": cmd_compare, "bench": cmd_bench, "limits": cmd_limits}
 
 
 def command_help(command: str) -> str:

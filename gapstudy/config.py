@@ -254,3 +254,28 @@ def shorten(name: str) -> str:
     head, sep, seed = name.rpartition("__seed-")
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{head[: MAX_NAME - 30]}__{digest}{sep}{seed}"
+
+
+def sweep_size(overrides: list[str]) -> int | None:
+    """How many jobs a hydra multirun of these overrides launches (the product of each swept key's choices);
+    None when hydra alone can tell (a glob sweep, or overrides its parser rejects: hydra reports those)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None
+    sizes: dict[str, int] = {}
+    for override in parsed:
+        if not override.is_sweep_override():
+            sizes[override.get_key_element()] = 1
+        elif override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            return None
+        else:
+            sizes[override.get_key_element()] = len(list(override.sweep_iterator()))
+    total = 1
+    for size in sizes.values():
+        total *= size
+    return total
