@@ -445,6 +445,19 @@ def missing(df: pd.DataFrame, expected: Mapping[str, Iterable[str]], seeds: int 
     return pd.DataFrame(rows, columns=["suite", "arm", "seed", "status"])
 
 
+def read_limits(root: str | Path, suite: str, profile: str | None = "full") -> dict | None:
+    """`<root>/<suite>/limits-<profile>.json` (written by `gapstudy limits`): the limit of each of the suite's
+    worlds; None when absent (or unreadable, with a warning)."""
+    path = Path(root) / suite / f"limits-{profile or 'full'}.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        warnings.warn(f"{path}: unreadable limits file skipped ({error})", stacklevel=2)
+        return None
+
+
 def timings(root: str | Path = "results") -> pd.DataFrame:
     """The suite runner's `<root>/<suite>/timing-<profile>.json` files as one row per suite and profile: the
     command, the wall-clock minutes of its last invocation (the suite's own span when it ran in a schedule of several

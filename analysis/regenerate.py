@@ -2,6 +2,7 @@
 the SCORECARD.md of every claim, from the committed runs (or any root of runs)."""
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from analysis import prereg
 from analysis.claims import CLAIMS
 from analysis.figures import DEFAULT_FIGURES, DEFAULT_TABLES, SUITE_FIGURES, SUITE_TABLES, named
-from analysis.load import environment_notes, load_runs, timings
+from analysis.load import environment_notes, load_runs, read_limits, timings
 from analysis.report import environment_lines, overview, report, verdict_table, write_table
 from analysis.style import save
 
@@ -38,9 +39,10 @@ def regenerate(root: str | Path = "results", suite: str | None = None, profile: 
         data = df[df["suite"] == name]
         out_dir = root / "figures" / name
         drawn, tables = [], {}
+        limits = read_limits(root, name, profile)  # `gapstudy limits`: drawn by the figures that take it
         for figure_name, draw in named(SUITE_FIGURES.get(name, DEFAULT_FIGURES)):
             try:
-                fig = draw(data)
+                fig = draw(data, limits=limits) if "limits" in inspect.signature(draw).parameters else draw(data)
             except Exception as error:  # noqa: BLE001 — report and keep drawing the rest
                 warnings.warn(f"figure {name}/{figure_name} failed: {error!r}", stacklevel=2)
                 continue

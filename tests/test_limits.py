@@ -117,6 +117,17 @@ def test_no_toy8x8_checkpoint_lies_above_its_worlds_exact_frontier(tmp_path):
     assert len(rows) >= 20 and rows["eval/diagonal_mass"].max() > 0.2  # the runs moved
     for kl, mass in zip(rows["eval/kl"], rows["eval/diagonal_mass"]):
         assert mass <= optimal_reward_at_kl(ref, np.eye(8), kl) + 1e-5
+    # the figure draws that frontier (a line of 241 β values) and every checkpoint of both arms below it
+    from analysis.figures.limits import gold_vs_kl, limit_excess
+
+    limits = {"curves": [limit]}
+    assert limit_excess(df, limits, "eval/diagonal_mass") <= 1e-5
+    figure = gold_vs_kl(df, limits=limits)
+    lines = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("optimum")]
+    assert len(lines) == 1 and len(lines[0].get_xdata()) > 200
+    assert figure.axes[0].get_ylabel().startswith("gold reward (exact")
+    broken = {"curves": [{**limit, "gold_reward": [g - 0.5 for g in limit["gold_reward"]]}]}  # a frontier too low
+    assert limit_excess(df, broken, "eval/diagonal_mass") > 0.1
 
 
 def test_limits_command_writes_one_curve_per_world_of_the_suite(tmp_path, capsys):

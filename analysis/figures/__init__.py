@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from analysis.figures.common import bars, curves_vs_step, final_table
 from analysis.figures.lanchantin import (curriculum_figure, curriculum_table, sync_curves_chat, sync_curves_math,
                                          sync_period_table)
+from analysis.figures.limits import gold_vs_kl
 from analysis.figures.tajwar import bandit_curves, sample_reuse
 from analysis.figures.tang import (classification_vs_win_rate, kl_matched_figure, kl_matched_table, overoptimisation,
                                    shuffle_degree, win_rate_vs_kl)
@@ -36,6 +37,7 @@ SUITE_FIGURES: dict[str, list[Callable | tuple[str, Callable]]] = {
         win_rate_vs_kl,
         ("kl_matched", kl_matched_figure),
         overoptimisation,
+        gold_vs_kl,
         classification_vs_win_rate,
         ("training_curves", _curves(("train/chosen_logratio", "eval/proxy_accuracy", "eval/kl"))),
     ],
@@ -51,7 +53,7 @@ SUITE_FIGURES: dict[str, list[Callable | tuple[str, Callable]]] = {
     "curriculum": [("curriculum", curriculum_figure)],
     "bandit": [("gold_reward_vs_step", bandit_curves), ("gold_reward_vs_samples", _bandit_vs_samples)],
     "sample_reuse": [sample_reuse, ("gold_reward_vs_samples", _bandit_vs_samples)],
-    "toy8x8": [toy_masses, toy_beta],
+    "toy8x8": [toy_masses, toy_beta, gold_vs_kl],
 }
 DEFAULT_FIGURES: list[Callable | tuple[str, Callable]] = [win_rate_vs_kl, ("final_win_rate", bars)]  # other suites
 
