@@ -60,11 +60,11 @@ def run_suites(suites: list[Suite], profile: str, seeds, arms, extra: list[str],
     from gapstudy.config import check_results_root
 
     check_results_root(str(root))  # a file there fails once, here, not once per run
+    started = time.perf_counter()  # the invocation's wall time includes planning (composing every job's config)
     nodes = _nodes(suites, profile, seeds, arms, extra, grid, Path(root))
     status: dict[str, str] = {}
     seconds: dict[str, float] = {}
     spans: dict[str, list[float]] = {}  # suite -> [first start, last end], seconds since the invocation began
-    started = time.perf_counter()
     pool = make_executor(executor, jobs, Path(root), address)
     graph = graphlib.TopologicalSorter({key: node.needs for key, node in nodes.items()})
     graph.prepare()
