@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 from gapstudy import losses
 from gapstudy.errors import ConfigError
 
@@ -46,6 +48,40 @@ def _best_of_2(batch, policy, reference, a):
     return loss.mean(), {"chosen_logratio": (pc - rc).mean().detach()}  # logged for Tang et al.'s Fig. 8 (claim 10)
 
 
+def _simpo(batch, policy, reference, a):
+    pc, pr = _pair_logps(batch, policy, a.logp_reduction)
+    loss, stats = losses.simpo_loss(pc, pr, float(a.beta), float(a.gamma))
+    return loss.mean(), stats
+
+
+def _orpo(batch, policy, reference, a):
+    pc, pr = _pair_logps(batch, policy, a.logp_reduction)
+    loss, stats = losses.orpo_loss(pc, pr, float(a.lam))
+    return loss.mean(), stats
+
+
+def _kto(batch, policy, reference, a):
+    pc, pr = _pair_logps(batch, policy, a.logp_reduction)
+    rc, rr = _pair_logps(batch, reference, a.logp_reduction)
+    z0 = losses.kto_reference_point(torch.cat([pc, pr]), torch.cat([rc, rr])) if a.reference_point == "batch" \
+        else torch.zeros(())
+    loss, stats = losses.kto_loss(pc, pr, rc, rr, float(a.beta), z0, float(a.desirable_weight),
+                                  float(a.undesirable_weight))
+    return loss.mean(), stats
+
+
+def _sft(batch, policy, reference, a):
+    pc, _ = _pair_logps(batch, policy, a.logp_reduction)
+    loss, stats = losses.best_of_2_loss(pc)  # -log pi(y_w|x): the same likelihood term, on whatever chose y_w
+    return loss.mean(), stats
+
+
+def _rwr(batch, policy, reference, a):
+    seq = losses.sequence_logps(policy, batch.response_mask, a.logp_reduction)
+    loss, stats = losses.rwr_loss(seq, batch.rewards, batch.group, float(a.temperature))
+    return loss.mean(), stats
+
+
 def _grpo(batch, policy, reference, a):
     advantages = losses.group_advantages(batch.rewards, batch.group)
     loss, stats = losses.grpo_loss(policy, batch.sampler_logps, reference, advantages, batch.response_mask,
@@ -65,6 +101,15 @@ ALGORITHMS: dict[str, Algorithm] = {
     "best_of_2": Algorithm("pairs", True, "Best-of-N: NLL of the best of n samples, no KL (Tang et al. Fig. 9)", _best_of_2),
     "grpo": Algorithm("groups", True, "GRPO: group-mean advantage, clipped ratio, k3 KL (Lanchantin et al.)", _grpo),
     "reinforce": Algorithm("groups", False, "REINFORCE with a leave-one-out baseline (RLOO)", _reinforce),
+    "kto": Algorithm("pairs", True, "KTO: chosen desirable, rejected undesirable, reference point z0 "
+                                    "(Ethayarajh et al. 2024)", _kto),
+    "simpo": Algorithm("pairs", False, "SimPO: -log sigmoid(beta (s_w - s_l) - gamma), length-normalised, no "
+                                       "reference (Meng et al. 2024)", _simpo),
+    "orpo": Algorithm("pairs", False, "ORPO: NLL of the chosen + lambda log-odds-ratio loss, no reference "
+                                      "(Hong et al. 2024)", _orpo),
+    "rwr": Algorithm("groups", False, "reward-weighted regression: NLL weighted by softmax(r/tau) per prompt "
+                                      "(Peters & Schaal 2007)", _rwr),
+    "sft": Algorithm("pairs", False, "SFT: NLL of the chosen response of a dataset, log or pair builder", _sft),
 }
 
 def check(cfg) -> None:
@@ -80,7 +125,8 @@ def check(cfg) -> None:
 STAT_KEYS = {
     "margin": "train/margin", "accuracy": "train/accuracy", "chosen_logratio": "train/chosen_logratio",
     "rejected_logratio": "train/rejected_logratio", "clip_fraction": "train/clip_fraction", "kl": "train/kl",
-    "advantage_abs": "train/advantage_abs",
+    "advantage_abs": "train/advantage_abs", "reference_point": "train/reference_point",
+    "log_odds_ratio": "train/log_odds_ratio", "nll": "train/nll", "effective_samples": "train/effective_samples",
 }
 
 

@@ -66,6 +66,65 @@ def best_of_2_loss(policy_chosen):
     return loss, {"chosen_logp": policy_chosen.mean().detach()}
 
 
+def simpo_loss(policy_chosen, policy_rejected, beta: float, gamma: float):
+    """SimPO: -log sigmoid(beta * (s_w - s_l) - gamma), reference-free, with target margin gamma.
+
+    Inputs are [B] sequence log-probs of the policy alone; SimPO's s = log pi(y|x) / |y| is the caller's
+    logp_reduction=mean (with sum and gamma = 0 this is DPO with a uniform reference: tests/test_losses.py).
+    Returns ([B] loss, stats with margin = mean beta * (s_w - s_l) and accuracy = fraction s_w > s_l).
+    """
+    delta = policy_chosen - policy_rejected  # [B]
+    loss = -F.logsigmoid(beta * delta - gamma)  # Eq. 6 of Meng et al. 2024 (SimPO); TRL CPOTrainer loss_type="simpo"
+    return loss, {"margin": (beta * delta).mean().detach(), "accuracy": (delta > 0).float().mean().detach()}
+
+
+def _log1mexp(x):
+    """log(1 - exp(x)) for x < 0, stable at both ends (Maechler 2012): log(-expm1(x)) near 0, log1p(-exp(x)) below."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def orpo_loss(policy_chosen, policy_rejected, lam: float):
+    """ORPO: NLL of the chosen response plus lam times the odds-ratio loss, reference-free.
+
+    Inputs are [B] length-normalised log-probs log P(y|x) (the caller's logp_reduction=mean, as ORPO and TRL use):
+    odds(y) = P / (1 - P); L = -log P(y_w|x) - lam * log sigmoid(log odds(y_w) - log odds(y_l)). A log-prob of
+    exactly 0 (P = 1, infinite odds) is held at -1e-6. Returns ([B] loss, stats with log_odds_ratio, nll, accuracy).
+    """
+    pc, pr = policy_chosen.clamp(max=-1e-6), policy_rejected.clamp(max=-1e-6)
+    log_odds = (pc - pr) - (_log1mexp(pc) - _log1mexp(pr))  # [B] Eq. 7 of Hong et al. 2024 (ORPO)
+    nll = -policy_chosen  # [B] the SFT term (TRL averages it over the batch's tokens; here over each sequence's)
+    loss = nll - lam * F.logsigmoid(log_odds)  # Eq. 6 of Hong et al. 2024: L_SFT + lambda * L_OR
+    return loss, {"log_odds_ratio": log_odds.mean().detach(), "nll": nll.mean().detach(),
+                  "accuracy": (log_odds > 0).float().mean().detach()}
+
+
+def kto_reference_point(policy_logps, reference_logps):
+    """KTO's z0, the policy's KL to the reference, estimated on the batch: max(0, mean log pi/pi_ref), detached.
+
+    policy_logps, reference_logps: [N] sequence log-probs of every response of the batch. Ethayarajh et al. 2024
+    (Sec. 4.1) and TRL estimate z0 on mismatched (prompt, completion) pairs of the batch; gapstudy scores only the
+    batch's own pairs, so it uses them: on samples of the current policy the mean is an unbiased estimate of
+    KL(pi || pi_ref); on reference samples it estimates -KL(pi_ref || pi) <= 0 and the clamp (TRL's too) makes it 0.
+    """
+    return (policy_logps - reference_logps).mean().clamp(min=0.0).detach()
+
+
+def kto_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float, z0,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+    """KTO from pairs: the chosen response is a desirable example, the rejected one an undesirable example.
+
+    r = log pi(y|x) - log pi_ref(y|x); v_D = lambda_D sigmoid(beta (r - z0)), v_U = lambda_U sigmoid(beta (z0 - r));
+    the loss of an example is lambda_y - v (Eq. 8 of Ethayarajh et al. 2024; TRL: lambda_y (1 - sigmoid)). Inputs
+    [B] sequence log-probs, z0 a detached scalar (`kto_reference_point`). Returns ([B] loss: the mean of the pair's
+    two examples, so the batch mean is TRL's mean over desirable and undesirable examples, stats as `dpo_loss`'s).
+    """
+    h, stats = _pair_stats(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+    chosen_r, rejected_r = policy_chosen - reference_chosen, policy_rejected - reference_rejected
+    desirable = desirable_weight * (1.0 - torch.sigmoid(beta * (chosen_r - z0)))  # Eq. 8: lambda_D - v_D
+    undesirable = undesirable_weight * (1.0 - torch.sigmoid(beta * (z0 - rejected_r)))  # lambda_U - v_U
+    return 0.5 * (desirable + undesirable), {**stats, "reference_point": torch.as_tensor(z0).detach()}
+
+
 def group_advantages(rewards, group):
     """GRPO advantage A_i = r_i - mean of the rewards in i's group; no std and no length normalisation.
 
@@ -149,6 +208,31 @@ def reinforce_loss(policy_seq_logps, rewards, group):
     advantages = rewards - baseline  # [N]
     loss = -advantages * policy_seq_logps  # Ahmadian et al. 2024 (RLOO, arXiv 2402.14740), leave-one-out baseline
     return loss, {"advantage_abs": advantages.abs().mean().detach()}
+
+
+def rwr_loss(policy_seq_logps, rewards, group, temperature: float):
+    """Reward-weighted regression: maximum likelihood on each prompt's samples weighted by softmax(r / tau).
+
+    policy_seq_logps: [N] sequence log-probs; rewards: [N]; group: [N] prompt labels (any order). The weights
+    w_i = exp(r_i/tau) / sum over i's group are constants (detached); the example loss is -k w_i log pi(y_i|x)
+    with k the group's size, so the batch mean is the mean over prompts of -sum_i w_i log pi(y_i|x) (Peters & Schaal
+    2007, Eq. 8; Tajwar et al. 2024's maximum-likelihood family). As tau -> 0 the weight goes to the best sample
+    (shared by ties): Best-of-N. Returns ([N] loss, stats with effective_samples = mean over prompts of
+    1 / sum_i w_i^2).
+    """
+    rewards = rewards.detach()
+    _, inverse = torch.unique(group, return_inverse=True)  # [N] labels -> 0..G-1
+    n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    scaled = rewards / temperature
+    top = torch.full((n_groups,), -torch.inf, dtype=scaled.dtype, device=scaled.device)
+    top = top.scatter_reduce(0, inverse, scaled, reduce="amax")  # [G]
+    e = torch.exp(scaled - top[inverse])  # [N], the group's best at 1
+    z = torch.zeros(n_groups, dtype=e.dtype, device=e.device).index_add_(0, inverse, e)
+    weights = e / z[inverse]  # [N], summing to 1 within each group
+    size = torch.zeros(n_groups, dtype=e.dtype, device=e.device).index_add_(0, inverse, torch.ones_like(e))
+    loss = -size[inverse] * weights * policy_seq_logps  # Peters & Schaal 2007, Eq. 8: -E_w log pi
+    effective = 1.0 / torch.zeros(n_groups, dtype=e.dtype, device=e.device).index_add_(0, inverse, weights ** 2)
+    return loss, {"effective_samples": effective.mean().detach()}
 
 
 def sequence_logps(token_logps, mask, reduction: str = "sum"):

@@ -176,7 +176,7 @@ class HfWorld:
 
 @dataclass
 class Algo:
-    """best_of_2 and reinforce: no KL strength."""
+    """best_of_2, reinforce and sft: no KL strength."""
     name: str = free()
     logp_reduction: str = choice("sum", "mean")
     samples_per_prompt: int = integer(1)  # at least 2 for pair objectives: algorithms
@@ -198,6 +198,28 @@ class IpoAlgo(DpoAlgo):
 class GrpoAlgo(Algo):
     beta: float = number(0)  # beta=0 is a known choice: GRPO without its KL term
     clip_eps: float = number(0, low_open=True)
+
+
+@dataclass
+class KtoAlgo(DpoAlgo):
+    desirable_weight: float = number(0, low_open=True)
+    undesirable_weight: float = number(0, low_open=True)
+    reference_point: str = choice("batch", "zero")
+
+
+@dataclass
+class SimpoAlgo(DpoAlgo):
+    gamma: float = number(0)  # gamma = 0: no target margin (a known choice)
+
+
+@dataclass
+class OrpoAlgo(Algo):
+    lam: float = number(0)  # lambda = 0: plain SFT on the chosen responses
+
+
+@dataclass
+class RwrAlgo(Algo):
+    temperature: float = number(0, low_open=True)
 
 
 @dataclass
@@ -298,7 +320,8 @@ class Paths:
 @dataclass
 class Config:
     world: Any = variants(token_bandit=TokenBanditWorld, synth_lm=SynthLmWorld, toy8x8=Toy8x8World, hf=HfWorld)
-    algo: Any = variants(dpo=DpoAlgo, ipo=IpoAlgo, best_of_2=Algo, grpo=GrpoAlgo, reinforce=Algo)
+    algo: Any = variants(dpo=DpoAlgo, ipo=IpoAlgo, best_of_2=Algo, grpo=GrpoAlgo, reinforce=Algo, kto=KtoAlgo,
+                         simpo=SimpoAlgo, orpo=OrpoAlgo, rwr=RwrAlgo, sft=Algo)
     data: Any = variants(policy=Data, dataset=DatasetData, replay=ReplayData, golden=GoldenData)
     logger: Any = variants(jsonl=Logger, wandb=WandbLogger)
     seed: int = integer(0)

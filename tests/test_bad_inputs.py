@@ -106,7 +106,7 @@ CASES = [
     ([*RUN, "optimizer=rmsprop"], "optimizer='rmsprop' is invalid; valid choices: adam, adamw, sgd"),
     ([*RUN, "device=tpu"], "device='tpu' is invalid; valid choices: cpu, cuda, auto"),
     ([*RUN, "world=gridworld"], "world='gridworld' is invalid; valid choices: hf, qwen_chat"),
-    ([*RUN, "algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
+    ([*RUN, "algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, kto, orpo, reinforce, rwr, sft, simpo"),
     ([*RUN, "world.pretrain_steps=-1"], "world.pretrain_steps=-1 is invalid"),
     ([*RUN, "world.n_embd=50"], "world.n_embd=50 is invalid; valid: a multiple of world.n_head=3"),
     ([*RUN, "proxy.pairs=0"], "proxy.pairs=0 is invalid"),

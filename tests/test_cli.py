@@ -46,7 +46,7 @@ def bad_datasets(tmp: Path) -> dict:
 
 @pytest.mark.parametrize("args, needle", [
     (["world=gridworld"], "world='gridworld' is invalid; valid choices: hf, qwen_chat, qwen_gsm8k, synth_lm, token_bandit, toy8x8"),
-    (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, reinforce"),
+    (["algo=ppo"], "algo='ppo' is invalid; valid choices: best_of_2, dpo, grpo, ipo, kto, orpo, reinforce, rwr, sft, simpo"),
     (["data=stream"], "data='stream' is invalid; valid choices: dataset, golden, policy, replay"),
     (["logger=tensorboard"], "logger='tensorboard' is invalid; valid choices: jsonl, wandb"),
     (["sync_every=0"], "sync_every=0 is invalid; valid: a positive integer or inf"),

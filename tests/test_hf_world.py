@@ -230,7 +230,7 @@ def test_reward_model_gold_is_batched_and_finite(assets, tmp_path):
 
 
 # ---------------------------------------------------------------- end to end through the one loop
-@pytest.mark.parametrize("algo", ["dpo", "ipo", "best_of_2", "grpo", "reinforce"])
+@pytest.mark.parametrize("algo", ["dpo", "ipo", "best_of_2", "grpo", "reinforce", "kto", "simpo", "orpo", "rwr", "sft"])
 @pytest.mark.parametrize("sync", ["1", "inf"])
 def test_every_algorithm_and_regime_runs_end_to_end(assets, tmp_path, algo, sync):
     overrides = gsm8k_overrides(assets, f"algo={algo}", f"sync_every={sync}", "steps=2", "batch_size=4")

@@ -138,7 +138,7 @@ def test_reference_sync_resets_the_log_ratio(results):
 
 def test_every_algorithm_learns_on_the_bandit(results):
     """A short online run of each algorithm raises the R2 gold reward above the reference's."""
-    for algo in ["dpo", "ipo", "best_of_2", "grpo", "reinforce"]:
+    for algo in ["dpo", "ipo", "best_of_2", "grpo", "reinforce", "kto", "simpo", "orpo", "rwr", "sft"]:
         _, final, records = train_run(results, [f"algo={algo}", "reward=R2", "steps=50", "eval.every=0", "lr=0.001"])
         start = series(records, "eval/gold_reward")[0]
         assert final["eval/gold_reward"] > start + 0.02, algo

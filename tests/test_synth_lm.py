@@ -144,7 +144,7 @@ def test_task_filters_training_prompts(world, cache_root):
 
 
 @pytest.mark.parametrize("labeller", ["gold", "proxy"])
-@pytest.mark.parametrize("algo", ["dpo", "ipo", "best_of_2", "grpo", "reinforce"])
+@pytest.mark.parametrize("algo", ["dpo", "ipo", "best_of_2", "grpo", "reinforce", "kto", "simpo", "orpo", "rwr", "sft"])
 def test_every_algorithm_and_labeller_trains_on_synth_lm(algo, labeller, cache_root):
     from tests.conftest import train_run
 
