@@ -12,7 +12,8 @@ from conftest import crash_then_resume, read, series, train_run
 REPRODUCED = ("train/loss", "train/margin", "train/accuracy", "train/chosen_logratio", "train/rejected_logratio",
               "train/grad_norm", "train/reward", "gen/staleness", "eval/kl", "eval/kl_k1", "eval/kl_k3",
               "eval/win_rate", "eval/gold_reward", "eval/entropy", "eval/classification_accuracy",
-              "train/clip_fraction", "train/kl", "train/advantage_abs")
+              "train/clip_fraction", "train/kl", "train/advantage_abs", "train/reference_point", "train/log_odds_ratio",
+              "train/nll", "train/effective_samples")
 
 
 def assert_same_metrics(a: list[dict], b: list[dict], rel=1e-5, abs_=1e-6) -> int:
@@ -26,7 +27,7 @@ def assert_same_metrics(a: list[dict], b: list[dict], rel=1e-5, abs_=1e-6) -> in
     return compared
 
 
-@pytest.mark.parametrize("algo", ["dpo", "grpo"])
+@pytest.mark.parametrize("algo", ["dpo", "grpo", "kto", "simpo", "orpo", "rwr", "sft"])
 def test_replay_in_original_order_reproduces_the_online_run(results, algo):
     """Tang et al. App. F: offline training on the online run's pair log, in order, is the online run."""
     common = [f"algo={algo}", "steps=12", "eval.every=4", "batch_size=8", "seed=3"]
