@@ -72,6 +72,9 @@ def run_suites(suites: list[Suite], profile: str, seeds, arms, extra: list[str],
     ready: list[str] = []  # node keys whose needs all have an outcome, not started yet
     running: dict = {}  # handle -> (node key, start time)
 
+    members = {suite.name: [node for node in nodes.values() if node.suite is suite] for suite in suites}
+    left = {name: len(group) for name, group in members.items()}  # suite -> jobs without an outcome yet
+
     def finish(key: str, outcome: str, final: dict | None, spent: float) -> None:
         node = nodes[key]
         status[key] = outcome
@@ -80,6 +83,10 @@ def run_suites(suites: list[Suite], profile: str, seeds, arms, extra: list[str],
         now = time.perf_counter() - started
         span = spans.setdefault(node.suite.name, [now - spent, now])
         span[0], span[1] = min(span[0], now - spent), max(span[1], now)
+        left[node.suite.name] -= 1
+        if left[node.suite.name] == 0 and len(suites) > 1:  # a suite done mid-invocation: its timing now, not at the end
+            _write_timing(Path(root), node.suite, profile, members[node.suite.name], status, seconds, span, now,
+                          [s.name for s in suites], finished=False)
         summary = ""
         if final:
             summary = "  ".join(f"{k.split('/')[-1]}={final[k]:.3f}" for k in
@@ -131,8 +138,7 @@ def run_suites(suites: list[Suite], profile: str, seeds, arms, extra: list[str],
     for key, outcome in status.items():  # in the order the outcomes came
         by_suite[nodes[key].suite.name][nodes[key].job.key] = outcome
     for suite in suites:
-        mine = [node for node in nodes.values() if node.suite is suite]
-        _write_timing(Path(root), suite, profile, mine, status, seconds, spans.get(suite.name), wall,
+        _write_timing(Path(root), suite, profile, members[suite.name], status, seconds, spans.get(suite.name), wall,
                       [s.name for s in suites])
     return by_suite
 
@@ -231,10 +237,12 @@ def _outcome(error: BaseException) -> str:
 
 
 def _write_timing(root: Path, suite: Suite, profile: str, nodes: list[_Node], status, seconds, span, wall: float,
-                  suites: list[str]) -> None:
+                  suites: list[str], finished: bool = True) -> None:
     """<root>/<suite>/timing-<profile>.json: how long this invocation took and what each run did. `wall_seconds` is
     the suite's own span (its first run's start to its last run's end) when it ran beside other suites, the whole
-    invocation's when alone; `invocation` names the suites of the invocation and its wall-clock seconds."""
+    invocation's when alone; `invocation` names the suites of the invocation and its wall-clock seconds (so far,
+    with `finished` false, when the suite finished before the invocation did: a run of every suite that is stopped
+    midway keeps the timings of the suites it completed)."""
     path = root / suite.name / f"timing-{profile}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     own = wall if len(suites) == 1 or span is None else span[1] - span[0]
@@ -242,7 +250,7 @@ def _write_timing(root: Path, suite: Suite, profile: str, nodes: list[_Node], st
     path.write_text(json.dumps({
         "command": "gapstudy run " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["run"] else None,
         "profile": profile, "wall_seconds": round(own, 1),
-        "invocation": {"suites": suites, "wall_seconds": round(wall, 1)},
+        "invocation": {"suites": suites, "wall_seconds": round(wall, 1), "finished": finished},
         "runs": [{"arm": n.job.arm, "seed": n.job.seed, "run": n.job.name, "status": status.get(keys[id(n)], "not run"),
                   "seconds": round(seconds.get(keys[id(n)], 0.0), 1),
                   **({"copied_from": f"{n.source.split('/')[0]}/{n.source.split('/')[-1]}"} if n.source else {})}

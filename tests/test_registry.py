@@ -316,7 +316,12 @@ def test_a_job_of_a_later_suite_that_computes_what_an_earlier_suite_computes_is_
     extra = [*TINY, "world.pretrain_steps=60"]
     lines: list[str] = []
     name = lambda arm: plan(s if arm in "ab" else t, "quick", [0], [arm], extra)[-1].name  # arm__profile-quick__...
-    status = run_suites([s, t], "quick", [0], None, extra, None, 1, tmp_path, log=lines.append)
+    early = tmp_path / "s" / "timing-quick.json"
+    log = lambda line: lines.append(line + (f" | s timing: {json.loads(early.read_text())['invocation']['finished']}"
+                                            if early.exists() else ""))
+    status = run_suites([s, t], "quick", [0], None, extra, None, 1, tmp_path, log=log)
+    assert lines[2].endswith("| s timing: False")  # suite s's timing was written as it finished, before t ran
+    assert json.loads(early.read_text())["invocation"]["finished"] is True  # and again at the end
     by_arm = {suite: {key.split("/")[0]: outcome for key, outcome in outcomes.items()}
               for suite, outcomes in status.items()}
     assert by_arm == {"s": {"a": "done", "b": "done"}, "t": {"x": "copied", "y": "done", "z": "copied"}}
