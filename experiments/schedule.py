@@ -40,6 +40,10 @@ class _Node:
     identity: str  # digest of what it computes (`_identity`)
     source: str | None = None  # node key of an identical job earlier in the invocation: its run is copied
 
+    @property
+    def key(self) -> str:
+        return f"{self.suite.name}/{self.job.key}"
+
 
 def run_suite(suite: Suite, profile: str, seeds, arms, extra: list[str], grid: dict | None, jobs: int,
               root: str | Path, log=print, executor: str = "process", address: str | None = None) -> dict[str, str]:
@@ -109,7 +113,7 @@ def run_suites(suites: list[Suite], profile: str, seeds, arms, extra: list[str],
             ready = sorted([*ready, *graph.get_ready()], key=place.get)
             progressed = False
             for key in list(ready):
-                outcome = _settled(nodes[key], nodes, status)
+                outcome = _settled(nodes[key], status)
                 if outcome is not None:  # skipped, complete (or stale) already, or copied: no slot needed
                     ready.remove(key)
                     tic = time.perf_counter()
@@ -157,11 +161,10 @@ def _nodes(suites, profile, seeds, arms, extra, grid, root: Path) -> dict[str, _
             cfg = compose([o for o in job.overrides if "@" not in o])
             needs = [f"{suite.name}/{dep}" for dep in job.needs]
             identity = _identity(cfg, {str(nodes[n].job.run_dir): nodes[n].identity for n in needs})
-            key = f"{suite.name}/{job.key}"
             node = _Node(suite, job, needs, identity, first.get(identity))
             if node.source is not None:
                 node.needs = [*needs, node.source]
-            nodes[key] = node
+            nodes[node.key] = node
         for key, node in nodes.items():  # within a suite identical arms both train: that is the suite's choice
             first.setdefault(node.identity, key)
     return nodes
@@ -194,7 +197,7 @@ def _copy(node: _Node, nodes: dict[str, _Node]) -> tuple[str, dict | None]:
         return _outcome(error), None
 
 
-def _settled(node: _Node, nodes: dict[str, _Node], status: dict[str, str]) -> str | None:
+def _settled(node: _Node, status: dict[str, str]) -> str | None:
     """The outcome of a ready job that needs no run slot: "skipped: ..." when a job it needs did not finish,
     "complete" when its run directory holds the finished run, "failed: ..." when that run is stale, "copy" when an
     identical job of the invocation has finished (its run is to be copied); else None (it must train)."""
@@ -246,13 +249,12 @@ def _write_timing(root: Path, suite: Suite, profile: str, nodes: list[_Node], st
     path = root / suite.name / f"timing-{profile}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     own = wall if len(suites) == 1 or span is None else span[1] - span[0]
-    keys = {id(node): f"{node.suite.name}/{node.job.key}" for node in nodes}
     path.write_text(json.dumps({
         "command": "gapstudy run " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["run"] else None,
         "profile": profile, "wall_seconds": round(own, 1),
         "invocation": {"suites": suites, "wall_seconds": round(wall, 1), "finished": finished},
-        "runs": [{"arm": n.job.arm, "seed": n.job.seed, "run": n.job.name, "status": status.get(keys[id(n)], "not run"),
-                  "seconds": round(seconds.get(keys[id(n)], 0.0), 1),
+        "runs": [{"arm": n.job.arm, "seed": n.job.seed, "run": n.job.name, "status": status.get(n.key, "not run"),
+                  "seconds": round(seconds.get(n.key, 0.0), 1),
                   **({"copied_from": f"{n.source.split('/')[0]}/{n.source.split('/')[-1]}"} if n.source else {})}
                  for n in nodes],
     }, indent=1) + "\n")
